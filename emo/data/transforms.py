@@ -1,0 +1,111 @@
+"""Preprocessing shared by training, evaluation and inference, and the augmentation presets.
+
+``preprocess_faces`` is the one eval transform: validation, test, ``evaluate`` and real-time
+inference all call it with the ``preprocess`` dict stored in the checkpoint, so training and
+serving cannot drift apart.
+
+Augmentation presets live in ``conf/augment/*.yaml`` (flags below); ``build_augment`` turns one
+into an albumentations pipeline, adding a step only when its flag is on (torchvision-presets
+style). A preset may be given by name (``data.augment=strong``) or as its dict of flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from emo.errors import EmoError
+from emo.paths import CONF_DIR
+
+AUGMENT_DIR = CONF_DIR / "augment"
+
+
+def augment_presets() -> list[str]:
+    return sorted(p.stem for p in AUGMENT_DIR.glob("*.yaml"))
+
+
+def resolve_augment(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the flags of an augmentation preset given by name or as a mapping."""
+    if spec is None:
+        spec = "none"
+    if isinstance(spec, str):
+        path = AUGMENT_DIR / f"{spec}.yaml"
+        if not path.is_file():
+            raise EmoError(
+                f"unknown augmentation preset {spec!r}: choose one of {', '.join(augment_presets())}"
+            )
+        spec = OmegaConf.load(path)
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    return dict(spec)
+
+
+def build_augment(
+    *,
+    name: str = "custom",
+    hflip: float = 0.0,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    shift: float = 0.0,
+    affine_p: float = 0.0,
+    brightness_contrast: float = 0.0,
+    erasing: float = 0.0,
+) -> A.Compose | None:
+    """Albumentations pipeline on (H, W) uint8 faces; ``None`` when every flag is off.
+
+    Args:
+        name: preset name, for logs only.
+        hflip: probability of a horizontal flip (faces are near-symmetric; expressions too).
+        rotate: max rotation in degrees.
+        scale: max relative zoom in or out.
+        shift: max translation as a fraction of the side.
+        affine_p: probability of applying rotate/scale/shift.
+        brightness_contrast: max relative brightness and contrast change (applied with p=0.5).
+        erasing: probability of erasing one random rectangle (2-20% of the face).
+    """
+    steps: list[A.BasicTransform] = []
+    if hflip > 0:
+        steps.append(A.HorizontalFlip(p=hflip))
+    if affine_p > 0 and (rotate or scale or shift):
+        steps.append(
+            A.Affine(
+                rotate=(-rotate, rotate),
+                scale=(1 - scale, 1 + scale),
+                translate_percent=(-shift, shift),
+                border_mode=cv2.BORDER_REFLECT_101,  # FER faces fill the frame; avoid black wedges
+                p=affine_p,
+            )
+        )
+    if brightness_contrast > 0:
+        steps.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=brightness_contrast, contrast_limit=brightness_contrast, p=0.5
+            )
+        )
+    if erasing > 0:
+        steps.append(A.Erasing(scale=(0.02, 0.2), fill=0, p=erasing))
+    return A.Compose(steps) if steps else None
+
+
+def preprocess_faces(faces: np.ndarray, preprocess: Mapping[str, Any]) -> torch.Tensor:
+    """Grey face crops (N, H, W) or (H, W), uint8, any size -> normalised (N, 1, S, S) float.
+
+    ``preprocess`` is the dict stored in every checkpoint: ``image_size``, ``mean``, ``std``
+    (on the 0..1 scale).
+    """
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    size = int(preprocess["image_size"])
+    if faces.shape[1:] != (size, size):
+        faces = np.stack(
+            [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces]
+        )
+    x = torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
+    return (x - float(preprocess["mean"])) / float(preprocess["std"])  # (N, 1, S, S)

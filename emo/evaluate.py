@@ -1,0 +1,78 @@
+"""Evaluate a checkpoint on one split and write a report.
+
+    python -m emo.evaluate ckpt_path=PATH [split=test|val] [hydra.run.dir=DIR]
+
+Writes into the run directory: metrics.json, classification_report.txt, confusion_matrix.png,
+roc.png and, when the training run's TensorBoard logs are found, curves.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from emo.errors import EmoError, exit_on_emo_error
+from emo.metrics import classification_report, confusion_figure, summarize
+from emo.module import load_checkpoint
+from emo.paths import CONF_DIR
+from emo.plots import plot_curves, plot_roc
+from emo.utils import instantiate, print_metrics, write_json
+
+log = logging.getLogger(__name__)
+SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``."""
+    if cfg.split not in SPLITS:
+        raise EmoError(f"split={cfg.split!r} is not valid: use test (PrivateTest) or val (PublicTest)")
+    model = load_checkpoint(cfg.ckpt_path)
+    # The checkpoint, not the config, says which classes and which preprocessing the net expects.
+    pre = model.preprocess
+    datamodule = instantiate(
+        cfg.data, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"]
+    )
+    datamodule.setup()
+    loader = getattr(datamodule, f"{cfg.split}_dataloader")()
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
+    probs = torch.cat(trainer.predict(model, dataloaders=loader)).float().cpu()  # (N, C)
+    labels = datamodule.datasets[cfg.split].labels
+    cm = multiclass_confusion_matrix(probs, labels, len(model.class_names)).numpy()
+
+    summary = {
+        **summarize(cm, model.class_names),
+        "split": cfg.split,
+        "tta": "none",
+        "checkpoint": str(cfg.ckpt_path),
+    }
+    out = Path(cfg.paths.output_dir)
+    write_json(out / "metrics.json", summary)
+    (out / "classification_report.txt").write_text(classification_report(summary))
+    title = f"{SPLITS[cfg.split]} ({cfg.split})"
+    confusion_figure(cm, model.class_names, title).savefig(out / "confusion_matrix.png", dpi=120)
+    plot_roc(probs, labels, model.class_names, title).savefig(out / "roc.png", dpi=120)
+    run_dir = Path(cfg.ckpt_path).resolve().parent.parent  # <run>/checkpoints/x.ckpt
+    curves = plot_curves(run_dir)
+    if curves is not None:
+        curves.savefig(out / "curves.png", dpi=120)
+    else:
+        log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
+    print_metrics(summary, f"{title}, no TTA - {cfg.ckpt_path}")
+    log.info("report written to %s", out)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+@exit_on_emo_error
+def main(cfg: DictConfig) -> float:
+    return evaluate(cfg)["accuracy"]
+
+
+if __name__ == "__main__":
+    main()

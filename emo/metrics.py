@@ -1,0 +1,90 @@
+"""Metric summaries and plots computed from a confusion matrix and class probabilities.
+
+Both ``train`` (its test stage) and ``evaluate`` write ``metrics.json`` through
+:func:`summarize`, so the two always agree on what ``accuracy`` and ``macro_f1`` mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: training servers and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a (C, C) count matrix.
+
+    Rows of ``cm`` are true classes, columns predictions.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.nan_to_num(tp / predicted)
+        recall = np.nan_to_num(tp / support)
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    per_class = {
+        name: {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": int(s),
+        }
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+    }
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "n": int(cm.sum()),
+        "macro_f1": float(f1.mean()),
+        "per_class": per_class,
+    }
+
+
+def classification_report(summary: dict) -> str:
+    """A fixed-width table like scikit-learn's classification report."""
+    rows = [f"{'':>10} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    for name, m in summary["per_class"].items():
+        rows.append(
+            f"{name:>10} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}"
+        )
+    n = sum(m["support"] for m in summary["per_class"].values())
+    pc = summary["per_class"].values()
+    macro_p = np.mean([m["precision"] for m in pc])
+    macro_r = np.mean([m["recall"] for m in pc])
+    rows += [
+        "",
+        f"{'accuracy':>10} {'':>9} {'':>9} {summary['accuracy']:9.4f} {n:9d}",
+        f"{'macro avg':>10} {macro_p:9.4f} {macro_r:9.4f} {summary['macro_f1']:9.4f} {n:9d}",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> plt.Figure:
+    """Counts (left) and row-normalised recall (right) side by side."""
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    for ax, data, fmt, sub in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalised")):
+        im = ax.imshow(data, cmap="Blues")
+        ax.set(
+            xticks=range(len(class_names)),
+            yticks=range(len(class_names)),
+            xticklabels=class_names,
+            yticklabels=class_names,
+            xlabel="predicted",
+            ylabel="true",
+            title=f"{title} ({sub})".strip(),
+        )
+        ax.tick_params(axis="x", rotation=45)
+        hi = data.max() / 2 if data.size else 0
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                ax.text(
+                    j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
+                    color="white" if data[i, j] > hi else "black",
+                )
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig

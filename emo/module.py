@@ -1,0 +1,201 @@
+"""The training system: loss, metrics and optimisation around a network from the registry.
+
+The checkpoint's hyper-parameters are plain data (architecture name, class names, preprocessing),
+so ``EmoModule.load_from_checkpoint(path)`` rebuilds a working classifier without Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+import emo
+from emo.data.fer2013 import FER2013_CLASSES, IMAGE_SIZE
+from emo.errors import EmoError
+from emo.metrics import confusion_figure, summarize
+from emo.models import create_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": 0.5, "std": 0.25}
+
+
+class EmoModule(L.LightningModule):
+    """Facial-expression classifier.
+
+    Args:
+        arch: registered network name (``emo.models.list_models()``).
+        class_names: output classes in label order; their count sets the head size.
+        preprocess: how a grey face crop becomes network input (``preprocess_faces``).
+        net_kwargs: extra arguments of the network factory (e.g. dropout).
+        optimizer: ``params -> Optimizer`` (a Hydra partial); ``None`` for inference.
+        scheduler: ``optimizer -> LRScheduler`` (a Hydra partial) or ``None``.
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: ``None``, ``"balanced"`` (inverse training frequency) or one weight per class.
+        monitor: metric a plateau scheduler watches (the run's ``monitor``).
+    """
+
+    def __init__(
+        self,
+        arch: str = "cnn3",
+        class_names: Sequence[str] = FER2013_CLASSES,
+        preprocess: Mapping[str, Any] | None = None,
+        net_kwargs: Mapping[str, Any] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
+        monitor: str = "val/acc",
+    ):
+        super().__init__()
+        class_names = [str(c) for c in class_names]
+        net_kwargs = dict(net_kwargs or {})
+        preprocess = dict(preprocess or DEFAULT_PREPROCESS)
+        self.save_hyperparameters(
+            {
+                "arch": arch,
+                "class_names": class_names,
+                "preprocess": preprocess,
+                "net_kwargs": net_kwargs,
+                "label_smoothing": label_smoothing,
+                "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(class_weights),
+                "emo_version": emo.__version__,
+            }
+        )
+        self.class_names, self.preprocess = class_names, preprocess
+        self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
+        self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
+        self.register_buffer("class_weight", None, persistent=False)
+        if class_weights is not None and not isinstance(class_weights, str):
+            if len(class_weights) != len(class_names):
+                raise EmoError(
+                    f"model.class_weights has {len(class_weights)} values for {len(class_names)} classes"
+                )
+            self.class_weight = torch.tensor(list(class_weights), dtype=torch.float32)
+
+        c = len(class_names)
+        self.train_acc = MulticlassAccuracy(c, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc, self.test_acc = MulticlassAccuracy(c, average="micro"), MulticlassAccuracy(c, average="micro")
+        self.val_f1, self.test_f1 = MulticlassF1Score(c, average="macro"), MulticlassF1Score(c, average="macro")
+        self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
+        self.val_acc_best = MaxMetric()
+        #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
+        self.test_summary: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 1, 48, 48) -> (B, C) logits
+
+    # ---------------------------------------------------------------------------------- fit
+    def setup(self, stage: str) -> None:
+        if self.hparams.class_weights == "balanced" and stage == "fit":
+            counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
+            self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
+            log.info("balanced class weights: %s", [round(w, 3) for w in self.class_weight.tolist()])
+        elif isinstance(self.hparams.class_weights, str) and self.hparams.class_weights != "balanced":
+            raise EmoError(f"model.class_weights={self.hparams.class_weights!r}: use null, balanced or a list")
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits, y, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check must not count as a best epoch
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self.train_loss(loss)
+        self.train_acc(logits, y)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
+        for name in ("acc", "f1", "cm"):
+            getattr(self, f"{stage}_{name}").update(logits, y)
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"), on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        cm = self.val_cm.compute().cpu().numpy()
+        self.val_cm.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        if isinstance(self.logger, TensorBoardLogger):
+            fig = confusion_figure(cm, self.class_names, f"val, epoch {self.current_epoch}")
+            self.logger.experiment.add_figure("val/confusion_matrix", fig, self.current_epoch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_summary = summarize(self.test_cm.compute().cpu().numpy(), self.class_names)
+        self.test_cm.reset()
+        for name, m in self.test_summary["per_class"].items():
+            self.log(f"test/f1_{name}", m["f1"])
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(-1)  # (B, C) probabilities
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise EmoError("no optimizer configured: this module was built for inference only")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
+    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone.
+
+    Raises:
+        EmoError: the file is missing, unreadable, or not an emo checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        raise EmoError(f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it") from None
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if "state_dict" not in ckpt or "arch" not in hp or "class_names" not in hp:
+        raise EmoError(f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train")
+    model = EmoModule(**{k: v for k, v in hp.items() if k != "emo_version"})
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise EmoError(f"{path}: weights do not fit {hp['arch']} ({first})") from None
+    return model.eval()

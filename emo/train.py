@@ -1,0 +1,71 @@
+"""Train a classifier, then test its best checkpoint on PrivateTest.
+
+    python -m emo.train model=cnn3 data.augment=strong
+    python -m emo.train -m optimizer.lr=1e-3,3e-4
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from emo.errors import EmoError, exit_on_emo_error
+from emo.paths import CONF_DIR
+from emo.utils import instantiate, instantiate_dict, print_metrics, write_json
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the final metrics.
+
+    Writes ``metrics.json`` (test split) into ``cfg.paths.output_dir``.
+    """
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise EmoError(f"ckpt_path {cfg.ckpt_path} does not exist: give a run's checkpoints/last.ckpt")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, class_names=datamodule.class_names, preprocess=datamodule.preprocess)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.get("logger")) or False,
+    )
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        log.info("fit ended after epoch %d (step %d)", trainer.current_epoch, trainer.global_step)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.best_model_score is not None:
+        metrics[f"{cfg.monitor}_best"] = float(ckpt.best_model_score)
+
+    if cfg.test:
+        best = (ckpt.best_model_path if ckpt else "") or (None if cfg.train else cfg.get("ckpt_path"))
+        if not best:
+            log.warning("no best checkpoint (fast_dev_run or no validation): testing current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        summary = {
+            **model.test_summary,
+            "split": "test",
+            "tta": "none",
+            "checkpoint": best,
+        }
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+        print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
+        metrics.update({"test/accuracy": summary["accuracy"], "test/macro_f1": summary["macro_f1"]})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@exit_on_emo_error
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(f"{cfg.monitor}_best")  # what sweepers optimise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Small helpers shared by the entry points."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from emo.errors import EmoError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate(cfg: Any, *args, **kwargs) -> Any:
+    """``hydra.utils.instantiate`` that lets an :class:`EmoError` through unwrapped.
+
+    Hydra wraps whatever a constructor raises in ``InstantiationException``; the user's one-line
+    message (unknown preset, missing data) must reach the entry point as it was raised.
+    """
+    try:
+        return hydra.utils.instantiate(cfg, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, EmoError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers); ``null`` entries are off."""
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def print_metrics(summary: dict, title: str) -> None:
+    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in summary["per_class"].items():
+        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    n = sum(m["support"] for m in summary["per_class"].values())
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
+    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
+    Console().print(table)

@@ -1,0 +1,73 @@
+"""Every config option composes and instantiates; augmentation can be chosen both ways."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emo.data.transforms import augment_presets
+from emo.errors import EmoError
+from emo.paths import CONF_DIR
+from emo.utils import instantiate, instantiate_dict
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def build(cfg):
+    dm = instantiate(cfg.data)
+    model = instantiate(cfg.model, class_names=dm.class_names, preprocess=dm.preprocess)
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=instantiate_dict(cfg.logger) or False
+    )
+    return dm, model, trainer
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{g}={o}" for g in ("model", "optimizer", "scheduler", "augment", "debug", "experiment") for o in options(g)],
+)
+def test_every_option_composes_and_instantiates(make_cfg, override):
+    cfg = make_cfg(override)
+    dm, model, trainer = build(cfg)
+    model.trainer = trainer
+    opt = model.configure_optimizers()
+    optimizer = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert model.net(torch.zeros(2, 1, 48, 48)).shape == (2, dm.num_classes)
+
+
+def test_evaluate_config_composes(make_cfg):
+    cfg = make_cfg("ckpt_path=x.ckpt", config_name="evaluate")
+    assert cfg.split == "test" and cfg.ckpt_path == "x.ckpt"
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_augment_group_and_data_augment_select_the_same_pipeline(make_cfg, preset):
+    a = instantiate(make_cfg(f"augment={preset}").data)
+    b = instantiate(make_cfg(f"data.augment={preset}").data)
+    assert a.augment == b.augment and a.augment["name"] == preset
+    assert repr(a.train_augment) == repr(b.train_augment)
+
+
+def test_augment_presets_add_the_promised_steps(make_cfg):
+    def steps(preset):
+        pipe = instantiate(make_cfg(f"augment={preset}").data).train_augment
+        return [type(t).__name__ for t in pipe.transforms] if pipe else []
+
+    assert steps("none") == []
+    assert steps("light") == ["HorizontalFlip", "Affine"]
+    assert steps("strong") == ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "Erasing"]
+
+
+def test_unknown_augment_preset_lists_valid_ones(make_cfg):
+    with pytest.raises(EmoError, match="unknown augmentation preset 'medium': choose one of light, none, strong"):
+        instantiate(make_cfg("data.augment=medium").data)
+
+
+def test_five_class_subset_sizes_the_head(make_cfg):
+    cfg = make_cfg("data.classes=[angry,happy,sad,surprise,neutral]")
+    dm, model, _ = build(cfg)
+    assert model.net(torch.zeros(1, 1, 48, 48)).shape == (1, 5)
+    assert model.hparams.class_names == ["angry", "happy", "sad", "surprise", "neutral"]

@@ -1,0 +1,141 @@
+"""Training and evaluation end to end on synthetic data, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emo.errors import EmoError
+from emo.evaluate import evaluate
+from emo.module import load_checkpoint
+from emo.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "n", "split", "tta", "checkpoint"}
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=fdr"))
+    assert "train/loss" in metrics and "test/accuracy" in metrics
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert METRIC_KEYS <= saved.keys()
+    assert saved["split"] == "test" and saved["tta"] == "none"
+    assert set(saved["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert saved["n"] == sum(m["support"] for m in saved["per_class"].values()) > 0
+
+
+def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(make_cfg("trainer.max_epochs=2", "data.batch_size=32", out_dir=run))
+    ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
+    assert {"last.ckpt"} < {c.name for c in ckpts}, ckpts
+    best = next(c for c in ckpts if c.name.startswith("best"))
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["checkpoint"] == str(best)
+
+    # the checkpoint alone rebuilds the classifier: classes and preprocessing inside
+    model = load_checkpoint(best)
+    assert model.class_names[0] == "angry" and model.preprocess["image_size"] == 48
+    assert not model.training
+
+    report = tmp_path / "report"
+    summary = evaluate(make_cfg(f"ckpt_path={best}", config_name="evaluate", out_dir=report))
+    for name in ("metrics.json", "classification_report.txt", "confusion_matrix.png", "roc.png", "curves.png"):
+        assert (report / name).stat().st_size > 0, name
+    saved = json.loads((report / "metrics.json").read_text())
+    assert METRIC_KEYS <= saved.keys() and saved["n"] == 28
+    # train's test stage and evaluate score the same checkpoint on the same split identically
+    assert saved["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
+    assert saved["macro_f1"] == pytest.approx(trained["macro_f1"], abs=1e-6)
+    assert "macro avg" in (report / "classification_report.txt").read_text()
+    assert summary["accuracy"] == saved["accuracy"] == metrics["test/accuracy"]
+
+
+def test_five_class_model_trains_and_evaluates(make_cfg, tmp_path):
+    keep = "data.classes=[angry,happy,sad,surprise,neutral]"
+    train(make_cfg("trainer.max_epochs=1", keep, out_dir=tmp_path / "run"))
+    best = next((tmp_path / "run" / "checkpoints").glob("best*.ckpt"))
+    # evaluate's config says nothing about classes: they come from the checkpoint
+    saved = evaluate(make_cfg(f"ckpt_path={best}", config_name="evaluate", out_dir=tmp_path / "ev"))
+    assert list(saved["per_class"]) == ["angry", "happy", "sad", "surprise", "neutral"]
+    assert saved["n"] == 5 * 4
+
+
+def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
+    with pytest.raises(EmoError, match="not found"):
+        evaluate(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}", config_name="evaluate"))
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(EmoError, match="unreadable"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(EmoError, match="not an emo checkpoint"):
+        load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-m", "emo.train", "data.data_dir=nowhere"], "FER-2013 not found in"),
+        (["-m", "emo.train", "data.augment=medium"], "unknown augmentation preset 'medium'"),
+        (["-m", "emo.train", "model.arch=vgg99"], "unknown model 'vgg99'"),
+        (["-m", "emo.evaluate", "ckpt_path=missing.ckpt"], "checkpoint missing.ckpt not found"),
+    ],
+)
+def test_cli_errors_are_one_line_without_traceback(tmp_path, fer_dir, args, expected):
+    if "nowhere" not in args[-1]:
+        args = [*args, f"data.data_dir={fer_dir}"]
+    proc = run_cli(*args, f"hydra.run.dir={tmp_path}/out", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
+
+
+def test_cli_train_and_multirun(tmp_path, fer_dir):
+    common = [f"data.data_dir={fer_dir}", "debug=fdr", "callbacks.progress_bar=null"]
+    proc = run_cli("-m", "emo.train", "model=cnn3", "data.augment=strong", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "train" / "runs").glob("*"))
+    assert len(runs) == 1
+    assert (runs[0] / "metrics.json").is_file()
+    assert "augment: strong" in (runs[0] / ".hydra" / "config.yaml").read_text()
+
+    proc = run_cli("-m", "emo.train", "-m", "optimizer.lr=1e-3,3e-4", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted((tmp_path / "outputs" / "train" / "multiruns").glob("*/*/metrics.json"))
+    assert len(jobs) == 2
+
+
+@pytest.mark.slow
+def test_overfit_a_few_batches(make_cfg):
+    metrics = train(make_cfg("debug=overfit", "test=false", "data.batch_size=16", "logger={}"))
+    assert metrics["train/acc"] >= 0.95, metrics
+
+
+@pytest.mark.slow
+def test_resume_from_last_ckpt(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg("trainer.max_epochs=2", "test=false", out_dir=run))
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = tmp_path / "resumed"
+    metrics = train(make_cfg("trainer.max_epochs=4", "test=false", f"ckpt_path={last}", out_dir=resumed))
+    state = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 3  # continued at epoch 2, not from scratch
+    assert state["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
+    assert "val/acc" in metrics
