@@ -47,9 +47,7 @@ def classification_report(summary: dict) -> str:
     """A fixed-width table like scikit-learn's classification report."""
     rows = [f"{'':>10} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
     for name, m in summary["per_class"].items():
-        rows.append(
-            f"{name:>10} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}"
-        )
+        rows.append(f"{name:>10} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}")
     n = sum(m["support"] for m in summary["per_class"].values())
     pc = summary["per_class"].values()
     macro_p = np.mean([m["precision"] for m in pc])
@@ -83,7 +81,12 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = ""
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
                 ax.text(
-                    j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
+                    j,
+                    i,
+                    format(data[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
                     color="white" if data[i, j] > hi else "black",
                 )
         fig.colorbar(im, ax=ax, shrink=0.8)

@@ -7,8 +7,8 @@ so ``EmoModule.load_from_checkpoint(path)`` rebuilds a working classifier withou
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -71,7 +71,9 @@ class EmoModule(L.LightningModule):
                 "preprocess": preprocess,
                 "net_kwargs": net_kwargs,
                 "label_smoothing": label_smoothing,
-                "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(class_weights),
+                "class_weights": class_weights
+                if isinstance(class_weights, (str, type(None)))
+                else list(class_weights),
                 "emo_version": emo.__version__,
             }
         )
@@ -89,8 +91,14 @@ class EmoModule(L.LightningModule):
         c = len(class_names)
         self.train_acc = MulticlassAccuracy(c, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc, self.test_acc = MulticlassAccuracy(c, average="micro"), MulticlassAccuracy(c, average="micro")
-        self.val_f1, self.test_f1 = MulticlassF1Score(c, average="macro"), MulticlassF1Score(c, average="macro")
+        self.val_acc, self.test_acc = (
+            MulticlassAccuracy(c, average="micro"),
+            MulticlassAccuracy(c, average="micro"),
+        )
+        self.val_f1, self.test_f1 = (
+            MulticlassF1Score(c, average="macro"),
+            MulticlassF1Score(c, average="macro"),
+        )
         self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
         self.val_acc_best = MaxMetric()
         #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
@@ -106,7 +114,9 @@ class EmoModule(L.LightningModule):
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
             log.info("balanced class weights: %s", [round(w, 3) for w in self.class_weight.tolist()])
         elif isinstance(self.hparams.class_weights, str) and self.hparams.class_weights != "balanced":
-            raise EmoError(f"model.class_weights={self.hparams.class_weights!r}: use null, balanced or a list")
+            raise EmoError(
+                f"model.class_weights={self.hparams.class_weights!r}: use null, balanced or a list"
+            )
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -146,6 +156,8 @@ class EmoModule(L.LightningModule):
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        for name, m in summarize(cm, self.class_names)["per_class"].items():
+            self.log(f"val/f1_{name}", m["f1"])
         if isinstance(self.logger, TensorBoardLogger):
             fig = confusion_figure(cm, self.class_names, f"val, epoch {self.current_epoch}")
             self.logger.experiment.add_figure("val/confusion_matrix", fig, self.current_epoch)
@@ -188,10 +200,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise EmoError(f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it") from None
+        raise EmoError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it"
+        ) from None
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "state_dict" not in ckpt or "arch" not in hp or "class_names" not in hp:
-        raise EmoError(f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train")
+        raise EmoError(
+            f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
+        )
     model = EmoModule(**{k: v for k, v in hp.items() if k != "emo_version"})
     try:
         model.load_state_dict(ckpt["state_dict"])

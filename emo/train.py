@@ -1,12 +1,13 @@
 """Train a classifier, then test its best checkpoint on PrivateTest.
 
-    python -m emo.train model=cnn3 data.augment=strong
-    python -m emo.train -m optimizer.lr=1e-3,3e-4
+python -m emo.train model=cnn3 data.augment=strong
+python -m emo.train -m optimizer.lr=1e-3,3e-4
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.paths import CONF_DIR
-from emo.utils import instantiate, instantiate_dict, print_metrics, write_json
+from emo.utils import check_group_choices, instantiate, instantiate_dict, print_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,5 +68,12 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(f"{cfg.monitor}_best")  # what sweepers optimise
 
 
-if __name__ == "__main__":
+@exit_on_emo_error
+def cli() -> None:
+    """Console entry point (``emo-train``, ``python -m emo.train``)."""
+    check_group_choices(sys.argv[1:], CONF_DIR)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -55,9 +55,31 @@ def print_metrics(summary: dict, title: str) -> None:
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, m in summary["per_class"].items():
-        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+        table.add_row(
+            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
+        )
     n = sum(m["support"] for m in summary["per_class"].values())
     table.add_section()
     table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
     table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
     Console().print(table)
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> None:
+    """Fail in one line on ``group=option`` overrides naming an option that does not exist.
+
+    Hydra reports these itself, but over a dozen lines with its search path; users mistype
+    ``model=`` and ``augment=`` often enough to deserve the short answer.
+    """
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or "." in key or key.startswith("hydra") or "(" in value:
+            continue  # a value override, Hydra's own groups, or a sweep function like glob(*)
+        group = conf_dir / key
+        if not group.is_dir():
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):  # multirun: model=a,b
+            if choice not in options and choice != "null":
+                raise EmoError(f"unknown {key} {choice!r}: choose one of {', '.join(options)}")

@@ -65,7 +65,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("EMO_DATA_DIR", raising=False)
 
 
-def compose_cfg(overrides: list[str], out_dir: Path, data_dir: Path, config_name: str = "train") -> DictConfig:
+def compose_cfg(
+    overrides: list[str], out_dir: Path, data_dir: Path, config_name: str = "train"
+) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with CLI-style overrides, writing into ``out_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

@@ -19,14 +19,20 @@ def build(cfg):
     dm = instantiate(cfg.data)
     model = instantiate(cfg.model, class_names=dm.class_names, preprocess=dm.preprocess)
     trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=instantiate_dict(cfg.logger) or False
+        cfg.trainer,
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.logger) or False,
     )
     return dm, model, trainer
 
 
 @pytest.mark.parametrize(
     "override",
-    [f"{g}={o}" for g in ("model", "optimizer", "scheduler", "augment", "debug", "experiment") for o in options(g)],
+    [
+        f"{g}={o}"
+        for g in ("model", "optimizer", "scheduler", "augment", "debug", "experiment")
+        for o in options(g)
+    ],
 )
 def test_every_option_composes_and_instantiates(make_cfg, override):
     cfg = make_cfg(override)
@@ -62,7 +68,9 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
 
 
 def test_unknown_augment_preset_lists_valid_ones(make_cfg):
-    with pytest.raises(EmoError, match="unknown augmentation preset 'medium': choose one of light, none, strong"):
+    with pytest.raises(
+        EmoError, match="unknown augmentation preset 'medium': choose one of light, none, strong"
+    ):
         instantiate(make_cfg("data.augment=medium").data)
 
 

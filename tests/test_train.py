@@ -53,7 +53,13 @@ def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
 
     report = tmp_path / "report"
     summary = evaluate(make_cfg(f"ckpt_path={best}", config_name="evaluate", out_dir=report))
-    for name in ("metrics.json", "classification_report.txt", "confusion_matrix.png", "roc.png", "curves.png"):
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "roc.png",
+        "curves.png",
+    ):
         assert (report / name).stat().st_size > 0, name
     saved = json.loads((report / "metrics.json").read_text())
     assert METRIC_KEYS <= saved.keys() and saved["n"] == 28
@@ -92,7 +98,13 @@ def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
     [
         (["-m", "emo.train", "data.data_dir=nowhere"], "FER-2013 not found in"),
         (["-m", "emo.train", "data.augment=medium"], "unknown augmentation preset 'medium'"),
-        (["-m", "emo.train", "model.arch=vgg99"], "unknown model 'vgg99'"),
+        (["-m", "emo.train", "model.arch=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
+        (["-m", "emo.train", "model=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
+        (
+            ["-m", "emo.train", "augment=medium"],
+            "unknown augment 'medium': choose one of light, none, strong",
+        ),
+        (["-m", "emo.train", "-m", "optimizer=adam,lion"], "unknown optimizer 'lion': choose one of adam"),
         (["-m", "emo.evaluate", "ckpt_path=missing.ckpt"], "checkpoint missing.ckpt not found"),
     ],
 )

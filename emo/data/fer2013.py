@@ -127,9 +127,7 @@ def load_fer2013(
     if cache.is_file():
         try:
             with np.load(cache) as z:
-                return FerArrays(
-                    z["images"], z["labels"], z["split"], str(source), bool(z["official_val"])
-                )
+                return FerArrays(z["images"], z["labels"], z["split"], str(source), bool(z["official_val"]))
         except (OSError, ValueError, KeyError):
             log.warning("cache %s is unreadable; decoding %s again", cache, source)
 

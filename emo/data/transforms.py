@@ -104,8 +104,6 @@ def preprocess_faces(faces: np.ndarray, preprocess: Mapping[str, Any]) -> torch.
         faces = faces[None]
     size = int(preprocess["image_size"])
     if faces.shape[1:] != (size, size):
-        faces = np.stack(
-            [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces]
-        )
+        faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
     x = torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
     return (x - float(preprocess["mean"])) / float(preprocess["std"])  # (N, 1, S, S)

@@ -1,0 +1,54 @@
+# emo — run `make help` for the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# The virtual environment; CI points this at a cached one (see .ci/run).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Reinstall whenever pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Weights to evaluate with `make evaluate`.
+CKPT ?= emo/weights/cnn3.ckpt
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create or refresh the virtual environment ($(VENV)) with emo and its dev tools
+
+test: $(STAMP) ## run the fast test suite (synthetic data, a few minutes)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## run only the slow tests (overfitting, resuming, real FER-2013 when present)
+	$(PY) -m pytest -q -m slow
+
+test-full: $(STAMP) ## run every test
+	$(PY) -m pytest -q -m "slow or not slow"
+
+train: $(STAMP) ## train the cnn3 baseline on FER-2013 (data/fer2013 or $$EMO_DATA_DIR)
+	$(PY) -m emo.train experiment=cnn3_fer2013
+
+evaluate: $(STAMP) ## evaluate CKPT (default: bundled cnn3) on PrivateTest
+	$(PY) -m emo.evaluate ckpt_path=$(CKPT)
+
+tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
+	$(VENV)/bin/tensorboard --logdir outputs
+
+format: $(STAMP) ## format and lint-fix the code with ruff
+	$(VENV)/bin/ruff format emo tests
+	$(VENV)/bin/ruff check --fix emo tests
+
+lint: $(STAMP) ## check formatting and lint without changing files
+	$(VENV)/bin/ruff format --check emo tests
+	$(VENV)/bin/ruff check emo tests
+
+clean: ## delete caches (not outputs/ or the venv)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help install test test-slow test-full train evaluate tensorboard format lint clean

@@ -1,0 +1,76 @@
+"""Bundled weights: slim emo checkpoints that ship inside the package.
+
+    python -m emo.weights outputs/.../checkpoints/best-....ckpt cnn3   # pack a run's checkpoint
+
+A packed file keeps only what inference needs (weights, architecture, class names,
+preprocessing) plus where it came from (the training command's metrics), so it is small and
+``emo.module.load_checkpoint`` reads it like any training checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from emo.errors import EmoError, exit_on_emo_error
+from emo.paths import WEIGHTS_DIR
+
+
+def available() -> list[str]:
+    """Names of the bundled weights."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.ckpt"))
+
+
+def weights_path(name: str) -> Path:
+    path = WEIGHTS_DIR / f"{name}.ckpt"
+    if not path.is_file():
+        raise EmoError(
+            f"no bundled weights named {name!r}: choose one of {', '.join(available()) or '(none)'}"
+        )
+    return path
+
+
+def pack(src: str | Path, dst: str | Path, metrics: dict | None = None) -> Path:
+    """Write the inference part of checkpoint ``src`` to ``dst`` (optimizer state dropped)."""
+    from emo.module import load_checkpoint
+
+    load_checkpoint(src)  # validates: an emo checkpoint whose weights fit its architecture
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    slim = {
+        "state_dict": ckpt["state_dict"],
+        "hyper_parameters": ckpt["hyper_parameters"],
+        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "emo_metrics": metrics or {},
+    }
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, dst)
+    return dst
+
+
+@exit_on_emo_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Pack a training checkpoint as bundled weights.")
+    parser.add_argument("ckpt", help="a run's checkpoints/best-*.ckpt")
+    parser.add_argument("name", help="bundled name, e.g. cnn3")
+    parser.add_argument(
+        "--metrics", help="the run's metrics.json, stored alongside (default: next to the run)"
+    )
+    args = parser.parse_args(argv)
+    metrics_file = (
+        Path(args.metrics) if args.metrics else Path(args.ckpt).resolve().parent.parent / "metrics.json"
+    )
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics.pop("checkpoint", None)  # a path on the training machine means nothing elsewhere
+    dst = pack(args.ckpt, WEIGHTS_DIR / f"{args.name}.ckpt", metrics)
+    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
