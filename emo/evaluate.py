@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on one split and write a report.
 
-    python -m emo.evaluate ckpt_path=PATH [split=test|val] [hydra.run.dir=DIR]
+    python -m emo.evaluate ckpt_path=PATH [split=test|val] [tta=none|flip] [hydra.run.dir=DIR]
 
 Writes into the run directory: metrics.json, classification_report.txt, confusion_matrix.png,
 roc.png and, when the training run's TensorBoard logs are found, curves.png.
@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.metrics import classification_report, confusion_figure, summarize
-from emo.module import load_checkpoint
+from emo.module import check_tta, load_checkpoint
 from emo.paths import CONF_DIR
 from emo.plots import plot_curves, plot_roc
 from emo.utils import check_group_choices, instantiate, print_metrics, write_json
@@ -33,7 +33,9 @@ def evaluate(cfg: DictConfig) -> dict:
     """Score ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``."""
     if cfg.split not in SPLITS:
         raise EmoError(f"split={cfg.split!r} is not valid: use test (PrivateTest) or val (PublicTest)")
+    check_tta(cfg.tta)
     model = load_checkpoint(cfg.ckpt_path)
+    model.predict_tta = cfg.tta
     # The checkpoint, not the config, says which classes and which preprocessing the net expects.
     pre = model.preprocess
     datamodule = instantiate(
@@ -49,13 +51,13 @@ def evaluate(cfg: DictConfig) -> dict:
     summary = {
         **summarize(cm, model.class_names),
         "split": cfg.split,
-        "tta": "none",
+        "tta": cfg.tta,
         "checkpoint": str(cfg.ckpt_path),
     }
     out = Path(cfg.paths.output_dir)
     write_json(out / "metrics.json", summary)
     (out / "classification_report.txt").write_text(classification_report(summary))
-    title = f"{SPLITS[cfg.split]} ({cfg.split})"
+    title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
     confusion_figure(cm, model.class_names, title).savefig(out / "confusion_matrix.png", dpi=120)
     plot_roc(probs, labels, model.class_names, title).savefig(out / "roc.png", dpi=120)
     run_dir = Path(cfg.ckpt_path).resolve().parent.parent  # <run>/checkpoints/x.ckpt
@@ -64,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict:
         curves.savefig(out / "curves.png", dpi=120)
     else:
         log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
-    print_metrics(summary, f"{title}, no TTA - {cfg.ckpt_path}")
+    print_metrics(summary, f"{title} - {cfg.ckpt_path}")
     log.info("report written to %s", out)
     return summary
 

@@ -30,7 +30,13 @@ from emo.models import create_model
 
 log = logging.getLogger(__name__)
 
+TTA_MODES = ("none", "flip")
 DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": 0.5, "std": 0.25}
+
+
+def check_tta(tta: str) -> None:
+    if tta not in TTA_MODES:
+        raise EmoError(f"tta={tta!r} is not valid: choose one of {', '.join(TTA_MODES)}")
 
 
 class EmoModule(L.LightningModule):
@@ -101,6 +107,8 @@ class EmoModule(L.LightningModule):
         )
         self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
         self.val_acc_best = MaxMetric()
+        #: Test-time augmentation used by ``predict_step`` (``trainer.predict``).
+        self.predict_tta = "none"
         #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
         self.test_summary: dict | None = None
 
@@ -171,9 +179,22 @@ class EmoModule(L.LightningModule):
         for name, m in self.test_summary["per_class"].items():
             self.log(f"test/f1_{name}", m["f1"])
 
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """Class probabilities (B, C) for normalised faces (B, 1, S, S).
+
+        Args:
+            tta: ``none``, or ``flip`` to average with the mirrored face.
+        """
+        check_tta(tta)
+        probs = self(x).softmax(-1)
+        if tta == "flip":
+            probs = (probs + self(x.flip(-1)).softmax(-1)) / 2
+        return probs
+
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(x).softmax(-1)  # (B, C) probabilities
+        return self.predict_proba(x, self.predict_tta)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

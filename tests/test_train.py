@@ -80,6 +80,22 @@ def test_five_class_model_trains_and_evaluates(make_cfg, tmp_path):
     assert saved["n"] == 5 * 4
 
 
+def test_flip_tta_is_mirror_invariant_and_reported(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_epochs=1", "logger={}", out_dir=tmp_path / "run"))
+    best = next((tmp_path / "run" / "checkpoints").glob("best*.ckpt"))
+    model = load_checkpoint(best)
+    x = torch.randn(5, 1, 48, 48)
+    flip = model.predict_proba(x, "flip")
+    torch.testing.assert_close(flip, model.predict_proba(x.flip(-1), "flip"))
+    torch.testing.assert_close(flip, (model.predict_proba(x) + model.predict_proba(x.flip(-1))) / 2)
+    saved = evaluate(
+        make_cfg(f"ckpt_path={best}", "tta=flip", config_name="evaluate", out_dir=tmp_path / "ev")
+    )
+    assert saved["tta"] == "flip"
+    with pytest.raises(EmoError, match="tta='tencrop' is not valid: choose one of none, flip"):
+        evaluate(make_cfg(f"ckpt_path={best}", "tta=tencrop", config_name="evaluate"))
+
+
 def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
     with pytest.raises(EmoError, match="not found"):
         evaluate(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}", config_name="evaluate"))
