@@ -1,11 +1,13 @@
 """The training system: loss, metrics and optimisation around a network from the registry.
 
 The checkpoint's hyper-parameters are plain data (architecture name, class names, preprocessing),
-so ``EmoModule.load_from_checkpoint(path)`` rebuilds a working classifier without Hydra.
+so ``load_checkpoint(path)`` (or ``EmoModule.load_from_checkpoint``) rebuilds a working
+classifier without Hydra.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -80,13 +82,14 @@ class EmoModule(L.LightningModule):
                 "class_weights": class_weights
                 if isinstance(class_weights, (str, type(None)))
                 else list(class_weights),
-                "emo_version": emo.__version__,
             }
         )
         self.class_names, self.preprocess = class_names, preprocess
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
         self.register_buffer("class_weight", None, persistent=False)
+        if isinstance(class_weights, str) and class_weights != "balanced":
+            raise EmoError(f"model.class_weights={class_weights!r}: use null, balanced or a list")
         if class_weights is not None and not isinstance(class_weights, str):
             if len(class_weights) != len(class_names):
                 raise EmoError(
@@ -121,10 +124,9 @@ class EmoModule(L.LightningModule):
             counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
             log.info("balanced class weights: %s", [round(w, 3) for w in self.class_weight.tolist()])
-        elif isinstance(self.hparams.class_weights, str) and self.hparams.class_weights != "balanced":
-            raise EmoError(
-                f"model.class_weights={self.hparams.class_weights!r}: use null, balanced or a list"
-            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["emo_version"] = emo.__version__
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -229,7 +231,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise EmoError(
             f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
         )
-    model = EmoModule(**{k: v for k, v in hp.items() if k != "emo_version"})
+    accepted = inspect.signature(EmoModule.__init__).parameters
+    model = EmoModule(**{k: v for k, v in hp.items() if k in accepted})
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

@@ -79,3 +79,15 @@ def test_five_class_subset_sizes_the_head(make_cfg):
     dm, model, _ = build(cfg)
     assert model.net(torch.zeros(1, 1, 48, 48)).shape == (1, 5)
     assert model.hparams.class_names == ["angry", "happy", "sad", "surprise", "neutral"]
+
+
+def test_class_weight_options(make_cfg):
+    from emo.train import train
+
+    metrics = train(make_cfg("debug=fdr", "model.class_weights=balanced", "model.label_smoothing=0.1"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    dm = instantiate(make_cfg().data)
+    with pytest.raises(EmoError, match="3 values for 7 classes"):
+        instantiate(make_cfg("model.class_weights=[1,2,3]").model, class_names=dm.class_names)
+    with pytest.raises(EmoError, match="use null, balanced or a list"):
+        instantiate(make_cfg("model.class_weights=inverse").model, class_names=dm.class_names)

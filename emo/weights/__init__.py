@@ -44,6 +44,7 @@ def pack(src: str | Path, dst: str | Path, metrics: dict | None = None) -> Path:
         "state_dict": ckpt["state_dict"],
         "hyper_parameters": ckpt["hyper_parameters"],
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
+        "emo_version": ckpt.get("emo_version"),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
         "emo_metrics": metrics or {},
