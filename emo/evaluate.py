@@ -9,7 +9,6 @@ roc.png and, when the training run's TensorBoard logs are found, curves.png.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -23,7 +22,7 @@ from emo.metrics import classification_report, confusion_figure, summarize
 from emo.module import check_tta, load_checkpoint
 from emo.paths import CONF_DIR
 from emo.plots import plot_curves, plot_roc
-from emo.utils import check_group_choices, instantiate, print_metrics, write_json
+from emo.utils import instantiate, print_metrics, run_hydra_cli, write_json
 
 log = logging.getLogger(__name__)
 SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}
@@ -77,11 +76,9 @@ def main(cfg: DictConfig) -> float:
     return evaluate(cfg)["accuracy"]
 
 
-@exit_on_emo_error
 def cli() -> None:
     """Console entry point (``emo-evaluate``, ``python -m emo.evaluate``)."""
-    check_group_choices(sys.argv[1:], CONF_DIR)
-    main()
+    run_hydra_cli(main)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ python -m emo.train -m optimizer.lr=1e-3,3e-4
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.paths import CONF_DIR
-from emo.utils import check_group_choices, instantiate, instantiate_dict, print_metrics, write_json
+from emo.utils import instantiate, instantiate_dict, print_metrics, run_hydra_cli, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,9 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(f"{cfg.monitor}_best")  # what sweepers optimise
 
 
-@exit_on_emo_error
 def cli() -> None:
     """Console entry point (``emo-train``, ``python -m emo.train``)."""
-    check_group_choices(sys.argv[1:], CONF_DIR)
-    main()
+    run_hydra_cli(main)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from emo.errors import EmoError
+from emo.errors import EmoError, exit_on_emo_error
+from emo.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,10 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
         for choice in value.split(","):  # multirun: model=a,b
             if choice not in options and choice != "null":
                 raise EmoError(f"unknown {key} {choice!r}: choose one of {', '.join(options)}")
+
+
+@exit_on_emo_error
+def run_hydra_cli(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function after checking its group options from the command line."""
+    check_group_choices(sys.argv[1:], CONF_DIR)
+    main()
