@@ -18,7 +18,7 @@ from emo.paths import CONF_DIR
 #: Rows per class in each split of the synthetic set.
 PER_CLASS = {"Training": 12, "PublicTest": 4, "PrivateTest": 4}
 
-REAL_DATA = Path(os.environ.get("EMO_TEST_DATA_DIR", "../shared/data/fer2013"))
+REAL_DATA = Path(os.environ.get("EMO_TEST_DATA_DIR", "data/fer2013"))
 
 
 def synthetic_rows(seed: int = 0) -> list[tuple[int, np.ndarray, str]]:
