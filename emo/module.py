@@ -118,6 +118,17 @@ class EmoModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, 1, 48, 48) -> (B, C) logits
 
+    def init_weights_from(self, path: str | Path) -> None:
+        """Copy the network weights of another emo checkpoint (fine-tuning; not a resume)."""
+        src = load_checkpoint(path)
+        if src.hparams.arch != self.hparams.arch or src.class_names != self.class_names:
+            raise EmoError(
+                f"init_from={path} holds {src.hparams.arch} for {src.class_names}; "
+                f"this run trains {self.hparams.arch} for {self.class_names}"
+            )
+        self.net.load_state_dict(src.net.state_dict())
+        log.info("initialised %s from %s", self.hparams.arch, path)
+
     # ---------------------------------------------------------------------------------- fit
     def setup(self, stage: str) -> None:
         if self.hparams.class_weights == "balanced" and stage == "fit":

@@ -30,6 +30,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, class_names=datamodule.class_names, preprocess=datamodule.preprocess)
+    if cfg.get("init_from"):
+        model.init_weights_from(cfg.init_from)
     trainer = instantiate(
         cfg.trainer,
         callbacks=instantiate_dict(cfg.get("callbacks")),

@@ -13,7 +13,7 @@ import torch
 
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import load_checkpoint
+from emo.module import EmoModule, load_checkpoint
 from emo.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,18 @@ def test_flip_tta_is_mirror_invariant_and_reported(make_cfg, tmp_path):
     assert saved["tta"] == "flip"
     with pytest.raises(EmoError, match="tta='tencrop' is not valid: choose one of none, flip"):
         evaluate(make_cfg(f"ckpt_path={best}", "tta=tencrop", config_name="evaluate"))
+
+
+def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):
+    train(make_cfg("trainer.max_epochs=1", "test=false", "logger={}", out_dir=tmp_path / "a"))
+    src = next((tmp_path / "a" / "checkpoints").glob("best*.ckpt"))
+    model = EmoModule()
+    model.init_weights_from(src)
+    torch.testing.assert_close(model.net.state_dict(), load_checkpoint(src).net.state_dict())
+    with pytest.raises(EmoError, match="this run trains cnn3 for"):
+        EmoModule(class_names=["angry", "happy"]).init_weights_from(src)
+    metrics = train(make_cfg("debug=fdr", f"init_from={src}", out_dir=tmp_path / "b"))
+    assert "test/accuracy" in metrics
 
 
 def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):

@@ -177,7 +177,7 @@ def _decode(source: Path, on_bad_row: str) -> FerArrays:
 
 def _read_csv(f: Iterable[str], name: str, on_bad_row: str, source: str) -> FerArrays:
     reader = csv.reader(f)
-    header = [h.strip() for h in next(reader, [])]
+    header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]  # tolerate a UTF-8 BOM
     missing = {"emotion", "pixels", "Usage"} - set(header)
     if missing:
         raise EmoError(
