@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## create or refresh the virtual environment ($(VENV)) with emo and its dev tools
+install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
 test: $(STAMP) ## run the fast test suite (synthetic data, a few minutes)
 	$(PY) -m pytest -q
@@ -30,8 +30,10 @@ test-slow: $(STAMP) ## run only the slow tests (overfitting, resuming, real FER-
 test-full: $(STAMP) ## run every test
 	$(PY) -m pytest -q -m "slow or not slow"
 
-train: $(STAMP) ## train the cnn3 baseline on FER-2013 (data/fer2013 or $$EMO_DATA_DIR)
-	$(PY) -m emo.train experiment=cnn3_fer2013
+train: $(STAMP) ## train the cnn3 baseline on FER-2013 (in data/fer2013 or EMO_DATA_DIR), both stages
+	$(PY) -m emo.train experiment=cnn3_fer2013 hydra.run.dir=outputs/baseline/cnn3
+	$(PY) -m emo.train experiment=cnn3_fer2013_finetune hydra.run.dir=outputs/baseline/cnn3_ft \
+		init_from=$$(ls outputs/baseline/cnn3/checkpoints/best-*.ckpt)
 
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled cnn3) on PrivateTest
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT)

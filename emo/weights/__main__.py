@@ -1,0 +1,3 @@
+from emo.weights import main
+
+main()
