@@ -5,7 +5,8 @@ SHELL := /bin/bash
 # The virtual environment; CI points this at a cached one (see .ci/run).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Reinstall whenever pyproject.toml changes.
+# Reinstall whenever pyproject.toml's content changes (the hash is in the name, so a fresh
+# clone's newer file dates do not force a reinstall).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Weights to evaluate with `make evaluate`.
 CKPT ?= emo/weights/cnn3.ckpt
@@ -13,7 +14,7 @@ CKPT ?= emo/weights/cnn3.ckpt
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
