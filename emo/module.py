@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 )
 
 import emo
-from emo.data.fer2013 import FER2013_CLASSES, IMAGE_SIZE
+from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
 from emo.errors import EmoError
 from emo.metrics import confusion_figure, summarize
 from emo.models import create_model
@@ -33,7 +33,7 @@ from emo.models import create_model
 log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip")
-DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": 0.5, "std": 0.25}
+DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": FER2013_MEAN, "std": FER2013_STD}
 
 
 def check_tta(tta: str) -> None:

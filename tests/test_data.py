@@ -206,3 +206,4 @@ def test_real_fer2013_split_sizes_and_class_counts():
     train = dm.datasets["train"].images / 255.0  # the mean/std the data config states
     assert abs(train.mean() - dm.preprocess["mean"]) < 1e-3
     assert abs(train.std() - dm.preprocess["std"]) < 1e-3
+    assert (dm.preprocess["mean"], dm.preprocess["std"]) == (fer.FER2013_MEAN, fer.FER2013_STD)

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from emo.data.fer2013 import (
     FER2013_CLASSES,
+    FER2013_MEAN,
+    FER2013_STD,
     IMAGE_SIZE,
     SPLIT_NAMES,
     TEST,
@@ -82,8 +84,8 @@ class FER2013DataModule(L.LightningDataModule):
         on_bad_row: str = "error",
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        mean: float = 0.5,
-        std: float = 0.25,
+        mean: float = FER2013_MEAN,
+        std: float = FER2013_STD,
     ):
         super().__init__()
         self.data_dir, self.cache_dir = str(data_dir), cache_dir

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 IMAGE_SIZE = 48
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+#: Grey-level mean and standard deviation of the Training split on the 0..1 scale (measured;
+#: conf/data/fer2013.yaml states the same numbers, and a real-data test checks them).
+FER2013_MEAN, FER2013_STD = 0.5077, 0.2550
 
 #: Official split codes stored in the cache; ``UNASSIGNED`` marks training images of a layout
 #: without an official validation split (the DataModule carves a hold-out from them).
