@@ -222,8 +222,8 @@ class EmoModule(L.LightningModule):
         }
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
-    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone.
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The raw contents of an emo checkpoint file, checked to be one.
 
     Raises:
         EmoError: the file is missing, unreadable, or not an emo checkpoint.
@@ -238,15 +238,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it"
         ) from None
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if "state_dict" not in ckpt or "arch" not in hp or "class_names" not in hp:
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not {"arch", "class_names"} <= set(hp):
         raise EmoError(
             f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
         )
+    return ckpt
+
+
+def module_from_checkpoint(ckpt: dict, name: str | Path = "checkpoint") -> EmoModule:
+    """Rebuild a trained :class:`EmoModule` (in eval mode) from ``read_checkpoint``'s result."""
+    hp = ckpt["hyper_parameters"]
     accepted = inspect.signature(EmoModule.__init__).parameters
     model = EmoModule(**{k: v for k, v in hp.items() if k in accepted})
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise EmoError(f"{path}: weights do not fit {hp['arch']} ({first})") from None
+        raise EmoError(f"{name}: weights do not fit {hp['arch']} ({first})") from None
     return model.eval()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
+    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone.
+
+    Raises:
+        EmoError: the file is missing, unreadable, or not an emo checkpoint.
+    """
+    return module_from_checkpoint(read_checkpoint(path, map_location), path)

@@ -1,7 +1,9 @@
 """Train a classifier, then test its best checkpoint on PrivateTest.
 
-python -m emo.train model=cnn3 data.augment=strong
-python -m emo.train -m optimizer.lr=1e-3,3e-4
+Examples::
+
+    python -m emo.train model=cnn3 data.augment=strong
+    python -m emo.train -m optimizer.lr=1e-3,3e-4
 """
 
 from __future__ import annotations

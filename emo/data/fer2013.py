@@ -42,8 +42,8 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 #: conf/data/fer2013.yaml states the same numbers, and a real-data test checks them).
 FER2013_MEAN, FER2013_STD = 0.5077, 0.2550
 
-#: Official split codes stored in the cache; ``UNASSIGNED`` marks training images of a layout
-#: without an official validation split (the DataModule carves a hold-out from them).
+#: Split codes stored in the cache. A layout without an official validation split stores only
+#: TRAIN and TEST (``official_val=False``); the DataModule carves VAL out of TRAIN.
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 USAGE_TO_SPLIT = {"Training": TRAIN, "PublicTest": VAL, "PrivateTest": TEST}

@@ -36,10 +36,10 @@ def weights_path(name: str) -> Path:
 
 def pack(src: str | Path, dst: str | Path, metrics: dict | None = None) -> Path:
     """Write the inference part of checkpoint ``src`` to ``dst`` (optimizer state dropped)."""
-    from emo.module import load_checkpoint
+    from emo.module import module_from_checkpoint, read_checkpoint
 
-    load_checkpoint(src)  # validates: an emo checkpoint whose weights fit its architecture
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(src)
+    module_from_checkpoint(ckpt, src)  # the weights must fit the architecture they claim
     slim = {
         "state_dict": ckpt["state_dict"],
         "hyper_parameters": ckpt["hyper_parameters"],
