@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on one split and write a report.
 
-    python -m emo.evaluate ckpt_path=PATH [split=test|val] [tta=none|flip] [hydra.run.dir=DIR]
+    python -m emo.evaluate ckpt_path=PATH [split=test|val] [tta=none|flip|tencrop] [hydra.run.dir=DIR]
 
 Writes into the run directory: metrics.json, classification_report.txt, confusion_matrix.png,
 roc.png and, when the training run's TensorBoard logs are found, curves.png.

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2.functional import ten_crop
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import (
@@ -32,7 +33,9 @@ from emo.models import create_model
 
 log = logging.getLogger(__name__)
 
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip", "tencrop")
+#: Ten-crop TTA: crops of this fraction of the side (44 px of 48), resized back to the input size.
+TENCROP_FRACTION = 11 / 12
 DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": FER2013_MEAN, "std": FER2013_STD}
 
 
@@ -54,6 +57,8 @@ class EmoModule(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         class_weights: ``None``, ``"balanced"`` (inverse training frequency) or one weight per class.
         monitor: metric a plateau scheduler watches (the run's ``monitor``).
+        channels_last: NHWC memory layout (faster convolutions with bf16 on GPUs and recent CPUs).
+        compile: ``torch.compile`` the network for training (GPU; the checkpoint is unchanged).
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class EmoModule(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
         monitor: str = "val/acc",
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         class_names = [str(c) for c in class_names]
@@ -87,6 +94,9 @@ class EmoModule(L.LightningModule):
         self.class_names, self.preprocess = class_names, preprocess
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
+        self.channels_last, self.compile_net = channels_last, compile
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.register_buffer("class_weight", None, persistent=False)
         if isinstance(class_weights, str) and class_weights != "balanced":
             raise EmoError(f"model.class_weights={class_weights!r}: use null, balanced or a list")
@@ -116,6 +126,8 @@ class EmoModule(L.LightningModule):
         self.test_summary: dict | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)  # (B, 1, 48, 48) -> (B, C) logits
 
     def init_weights_from(self, path: str | Path) -> None:
@@ -131,6 +143,8 @@ class EmoModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------------- fit
     def setup(self, stage: str) -> None:
+        if self.compile_net and stage == "fit":
+            self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
         if self.hparams.class_weights == "balanced" and stage == "fit":
             counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
@@ -148,11 +162,11 @@ class EmoModule(L.LightningModule):
         self.val_acc_best.reset()  # the sanity check must not count as a best epoch
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch  # y: labels (B,), or soft targets (B, C) from MixUp/CutMix
         logits = self(x)
         loss = self._loss(logits, y)
         self.train_loss(loss)
-        self.train_acc(logits, y)
+        self.train_acc(logits, y.argmax(-1) if y.ndim == 2 else y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -197,13 +211,15 @@ class EmoModule(L.LightningModule):
         """Class probabilities (B, C) for normalised faces (B, 1, S, S).
 
         Args:
-            tta: ``none``, or ``flip`` to average with the mirrored face.
+            tta: ``none``; ``flip`` averages with the mirrored face; ``tencrop`` averages the
+                four corner and the centre crops of 44/48 of the side, resized back, and their
+                mirror images (10 views).
         """
         check_tta(tta)
-        probs = self(x).softmax(-1)
-        if tta == "flip":
-            probs = (probs + self(x.flip(-1)).softmax(-1)) / 2
-        return probs
+        views = tta_views(x, tta)  # (V, B, 1, S, S)
+        v, b = views.shape[:2]
+        probs = self(views.flatten(0, 1)).float().softmax(-1)
+        return probs.view(v, b, -1).mean(0)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -220,6 +236,20 @@ class EmoModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
         }
+
+
+def tta_views(x: torch.Tensor, tta: str) -> torch.Tensor:
+    """The test-time views of a batch (B, 1, S, S) as (V, B, 1, S, S)."""
+    if tta == "none":
+        return x[None]
+    if tta == "flip":
+        return torch.stack([x, x.flip(-1)])
+    size = x.shape[-1]
+    crop = round(size * TENCROP_FRACTION)
+    crops = ten_crop(x, [crop, crop])  # 5 crops, then the same 5 of the mirrored face
+    return torch.stack(
+        [F.interpolate(c, size=(size, size), mode="bilinear", align_corners=False) for c in crops]
+    )
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

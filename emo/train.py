@@ -16,6 +16,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from emo.errors import EmoError, exit_on_emo_error
+from emo.module import read_checkpoint
 from emo.paths import CONF_DIR
 from emo.utils import instantiate, instantiate_dict, print_metrics, run_hydra_cli, write_json
 
@@ -51,7 +52,11 @@ def train(cfg: DictConfig) -> dict:
         best = (ckpt.best_model_path if ckpt else "") or (None if cfg.train else cfg.get("ckpt_path"))
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no validation): testing current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        if best:
+            # Load the weights ourselves: with EMA, Lightning's ckpt_path= would restore the raw
+            # (not the averaged) weights that the checkpoint also carries.
+            model.load_state_dict(read_checkpoint(best)["state_dict"])
+        trainer.test(model, datamodule=datamodule)
         summary = {
             **model.test_summary,
             "split": "test",

@@ -188,7 +188,8 @@ def test_loaders_give_normalised_batches(fer_dir):
     assert x.shape == (16, 1, 48, 48) and y.shape == (16,)
     assert x.dtype.is_floating_point and x.abs().max() < 1 / dm.preprocess["std"] + 1e-6
     xv, _ = next(iter(dm.val_dataloader()))
-    ref = (dm.datasets["val"].images[0] / 255.0 - dm.preprocess["mean"]) / dm.preprocess["std"]
+    raw = dm.split_arrays()["val"][0][0]  # (48, 48) uint8
+    ref = (raw / 255.0 - dm.preprocess["mean"]) / dm.preprocess["std"]
     np.testing.assert_allclose(xv[0, 0].numpy(), ref, atol=1e-5)  # no augmentation on val
 
 

@@ -80,7 +80,7 @@ def test_five_class_model_trains_and_evaluates(make_cfg, tmp_path):
     assert saved["n"] == 5 * 4
 
 
-def test_flip_tta_is_mirror_invariant_and_reported(make_cfg, tmp_path):
+def test_tta_modes_are_mirror_invariant_and_reported(make_cfg, tmp_path):
     train(make_cfg("trainer.max_epochs=1", "logger={}", out_dir=tmp_path / "run"))
     best = next((tmp_path / "run" / "checkpoints").glob("best*.ckpt"))
     model = load_checkpoint(best)
@@ -88,12 +88,17 @@ def test_flip_tta_is_mirror_invariant_and_reported(make_cfg, tmp_path):
     flip = model.predict_proba(x, "flip")
     torch.testing.assert_close(flip, model.predict_proba(x.flip(-1), "flip"))
     torch.testing.assert_close(flip, (model.predict_proba(x) + model.predict_proba(x.flip(-1))) / 2)
-    saved = evaluate(
-        make_cfg(f"ckpt_path={best}", "tta=flip", config_name="evaluate", out_dir=tmp_path / "ev")
-    )
-    assert saved["tta"] == "flip"
-    with pytest.raises(EmoError, match="tta='tencrop' is not valid: choose one of none, flip"):
-        evaluate(make_cfg(f"ckpt_path={best}", "tta=tencrop", config_name="evaluate"))
+    # ten-crop's views of a mirrored face are the mirrored views: the same average
+    ten = model.predict_proba(x, "tencrop")
+    torch.testing.assert_close(ten, model.predict_proba(x.flip(-1), "tencrop"), atol=1e-5, rtol=1e-4)
+    assert ten.shape == (5, 7) and not torch.allclose(ten, flip)
+    for tta in ("flip", "tencrop"):
+        saved = evaluate(
+            make_cfg(f"ckpt_path={best}", f"tta={tta}", config_name="evaluate", out_dir=tmp_path / tta)
+        )
+        assert saved["tta"] == tta
+    with pytest.raises(EmoError, match="tta='fivecrop' is not valid: choose one of none, flip, tencrop"):
+        evaluate(make_cfg(f"ckpt_path={best}", "tta=fivecrop", config_name="evaluate"))
 
 
 def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):

@@ -23,7 +23,8 @@ from emo.data.fer2013 import (
     FerArrays,
     load_fer2013,
 )
-from emo.data.transforms import build_augment, preprocess_faces, resolve_augment
+from emo.data.batch_augment import BatchAugment, BatchMix
+from emo.data.transforms import build_augment, normalize_faces, preprocess_faces, resolve_augment
 from emo.errors import EmoError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,35 @@ class FaceDataset(Dataset):
         return preprocess_faces(img, self.preprocess)[0], self.labels[i]  # (1, 48, 48), ()
 
 
+class TensorFaces(Dataset):
+    """Faces already stacked in one tensor, fetched a whole batch at a time (no per-image work).
+
+    Holds uint8 (N, 1, 48, 48) training faces for on-device augmentation, or normalised float
+    faces for evaluation; ``to(device)`` makes them resident on the GPU.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.as_tensor(idx, device=self.images.device)
+        return self.images[i], self.labels[i.to(self.labels.device)]
+
+    def to(self, device: torch.device) -> TensorFaces:
+        self.images = self.images.to(device)
+        return self
+
+
+def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch  # TensorFaces.__getitems__ already stacked it
+
+
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask choosing ``fraction`` of each class, reproducibly."""
     rng = np.random.default_rng(seed)
@@ -64,6 +94,8 @@ class FER2013DataModule(L.LightningDataModule):
         cache_dir: where the decoded array is cached (``None``: ``$EMO_CACHE_DIR`` or ~/.cache/emo).
         classes: class names to keep, in the order of the new labels; ``None`` keeps all seven.
         augment: preset name (``none``/``light``/``strong``) or its dict of flags.
+        device_augment: augment whole batches on the training device (``BatchAugment``; data
+            resident on the GPU when there is one) instead of per image in DataLoader workers.
         batch_size: images per batch.
         num_workers: DataLoader worker processes.
         on_bad_row: ``error`` or ``skip`` malformed rows.
@@ -79,6 +111,7 @@ class FER2013DataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         classes: Sequence[str] | None = None,
         augment: str | Mapping[str, Any] | None = "light",
+        device_augment: bool = False,
         batch_size: int = 64,
         num_workers: int = 2,
         on_bad_row: str = "error",
@@ -91,12 +124,21 @@ class FER2013DataModule(L.LightningDataModule):
         self.data_dir, self.cache_dir = str(data_dir), cache_dir
         self.class_names = self._check_classes(classes)
         self.augment = resolve_augment(augment)
-        self.train_augment = build_augment(**self.augment)
+        self.device_augment = device_augment
+        # Per-image albumentations in workers, or the same flags applied to batches on the device.
+        self.train_augment = None if device_augment else build_augment(**self.augment)
+        self.batch_augment = BatchAugment(**self.augment) if device_augment else None
+        self.batch_mix = BatchMix(
+            len(self.class_names),
+            mixup=self.augment.get("mixup", 0.0),
+            cutmix=self.augment.get("cutmix", 0.0),
+            p=self.augment.get("mix_p", 1.0),
+        )
         self.batch_size, self.num_workers = batch_size, num_workers
         self.on_bad_row, self.val_fraction, self.split_seed = on_bad_row, val_fraction, split_seed
         #: Everything inference needs to turn a face crop into network input; saved in checkpoints.
         self.preprocess = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": mean, "std": std}
-        self.datasets: dict[str, FaceDataset] = {}
+        self.datasets: dict[str, FaceDataset | TensorFaces] = {}
 
     @staticmethod
     def _check_classes(classes: Sequence[str] | None) -> list[str]:
@@ -150,8 +192,13 @@ class FER2013DataModule(L.LightningDataModule):
             return
         arrays = self.split_arrays()
         for name, (x, y) in arrays.items():
-            aug = self.train_augment if name == "train" else None
-            self.datasets[name] = FaceDataset(x, y, self.preprocess, aug)
+            labels = torch.as_tensor(y, dtype=torch.long)
+            if name != "train":  # normalised once; batches are slices
+                self.datasets[name] = TensorFaces(preprocess_faces(x, self.preprocess), labels)
+            elif self.device_augment:  # uint8; BatchAugment + normalisation after the transfer
+                self.datasets[name] = TensorFaces(torch.from_numpy(x).unsqueeze(1), labels)
+            else:
+                self.datasets[name] = FaceDataset(x, y, self.preprocess, self.train_augment)
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.datasets.items())
         log.info("FER-2013 %s: %s; classes %s", self.data_dir, sizes, ", ".join(self.class_names))
         if len(self.datasets["train"]) == 0:
@@ -163,14 +210,31 @@ class FER2013DataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup()
+        ds = self.datasets[split]
+        if isinstance(ds, TensorFaces):  # slicing a tensor needs no worker processes
+            if self.trainer is not None and split == "train":
+                ds.to(self.trainer.strategy.root_device)  # resident on the GPU
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch)
         return DataLoader(
-            self.datasets[split],
+            ds,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        if x.dtype == torch.uint8:  # device_augment's training batches
+            x = x.float().div_(255.0)
+            if training:
+                x = self.batch_augment(x)
+            x = normalize_faces(x, self.preprocess)
+        if training:
+            x, y = self.batch_mix(x, y)
+        return x, y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

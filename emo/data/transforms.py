@@ -56,6 +56,9 @@ def build_augment(
     affine_p: float = 0.0,
     brightness_contrast: float = 0.0,
     erasing: float = 0.0,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    mix_p: float = 1.0,
 ) -> A.Compose | None:
     """Albumentations pipeline on (H, W) uint8 faces; ``None`` when every flag is off.
 
@@ -68,6 +71,9 @@ def build_augment(
         affine_p: probability of applying rotate/scale/shift.
         brightness_contrast: max relative brightness and contrast change (applied with p=0.5).
         erasing: probability of erasing one random rectangle (2-20% of the face).
+        mixup: MixUp alpha (0 = off); batch-level, applied by the DataModule (``BatchMix``).
+        cutmix: CutMix alpha (0 = off); batch-level, as mixup.
+        mix_p: probability that a batch is mixed at all (one of MixUp/CutMix is chosen).
     """
     steps: list[A.BasicTransform] = []
     if hflip > 0:
@@ -106,4 +112,9 @@ def preprocess_faces(faces: np.ndarray, preprocess: Mapping[str, Any]) -> torch.
     if faces.shape[1:] != (size, size):
         faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
     x = torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
-    return (x - float(preprocess["mean"])) / float(preprocess["std"])  # (N, 1, S, S)
+    return normalize_faces(x, preprocess)  # (N, 1, S, S)
+
+
+def normalize_faces(x: torch.Tensor, preprocess: Mapping[str, Any]) -> torch.Tensor:
+    """(N, 1, S, S) faces on the 0..1 scale -> network input (``preprocess_faces``' last step)."""
+    return (x - float(preprocess["mean"])) / float(preprocess["std"])

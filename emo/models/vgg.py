@@ -1,0 +1,147 @@
+"""VGG-style and ResNet nets adapted to 48x48 grey faces.
+
+``vgg_fer`` follows Khaireddin & Chen (2021): four stages of two 3x3 convs (64-512 filters),
+BatchNorm, max-pooling, then two dense layers; ``resnet18_fer`` is ResNet-18 with a 3x3 stem and
+no early max-pool, so the 48-px input is not thrown away in the first layer. ``vgg_s`` is the
+small real-time model: the same four stages at 32-192 filters with global average pooling
+instead of dense layers (0.84M parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from emo.models.registry import register_model
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),  # BN supplies the bias
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class VGG(nn.Module):
+    """Stages of ``depth`` conv-BN-ReLU layers each ending in a 2x2 max-pool.
+
+    Args:
+        widths: filters per stage; each stage halves the resolution.
+        depth: conv layers per stage.
+        hidden: sizes of the dense layers on the flattened features; empty = global average
+            pooling straight into the classifier (far fewer parameters).
+        dropout: before each dense layer and the classifier.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        num_classes: int = 7,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        depth: int = 2,
+        hidden: tuple[int, ...] = (1024, 1024),
+        img_size: int = 48,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        self.in_chans, self.num_classes = in_chans, num_classes
+        layers, ch = [], in_chans
+        for w in widths:
+            for i in range(depth):
+                layers += conv_bn_relu(ch if i == 0 else w, w)
+            layers.append(nn.MaxPool2d(2))
+            ch = w
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = []
+        if hidden:
+            side = img_size // 2 ** len(widths)
+            dims = (ch * side * side, *hidden)
+            head.append(nn.Flatten())
+            for a, b in zip(dims[:-1], dims[1:]):
+                head += [nn.Dropout(dropout), nn.Linear(a, b), nn.ReLU(inplace=True)]
+            ch = dims[-1]
+        else:
+            head += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        head += [nn.Dropout(dropout), nn.Linear(ch, num_classes)]
+        self.head = nn.Sequential(*head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 1, 48, 48) -> (B, widths[-1], 3, 3)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)  # -> (B, num_classes) logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            *conv_bn_relu(in_ch, out_ch, stride),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_ch == out_ch
+            else nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet with a 3x3 stem and no max-pool: stages at 48, 24, 12 and 6 px."""
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        num_classes: int = 7,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.in_chans, self.num_classes = in_chans, num_classes
+        layers: list[nn.Module] = conv_bn_relu(in_chans, widths[0])
+        ch = widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            for j in range(n):
+                layers.append(BasicBlock(ch, w, 2 if (j == 0 and i > 0) else 1))
+                ch = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, num_classes))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 1, 48, 48) -> (B, widths[-1], 6, 6)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def vgg_fer(**kwargs) -> VGG:
+    """Khaireddin & Chen-style VGG (~9.5M parameters; 19 MB in fp16)."""
+    return VGG(**kwargs)
+
+
+@register_model
+def vgg_s(**kwargs) -> VGG:
+    """Small real-time VGG: 32-192 filters, global pooling (0.84M parameters)."""
+    kwargs.setdefault("widths", (32, 64, 128, 192))
+    kwargs.setdefault("hidden", ())
+    return VGG(**kwargs)
+
+
+@register_model
+def resnet18_fer(**kwargs) -> ResNet:
+    """ResNet-18 for 48-px faces (~11.2M parameters; 22 MB in fp16)."""
+    return ResNet(**kwargs)
