@@ -25,6 +25,21 @@ def available() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.ckpt"))
 
 
+def metrics(name: str) -> dict:
+    """The metrics recorded when ``name`` was packed (PrivateTest ``accuracy``, ``tta``, ...)."""
+    ckpt = torch.load(weights_path(name), map_location="cpu", weights_only=True)
+    return dict(ckpt.get("emo_metrics") or {})
+
+
+def default_name() -> str:
+    """The bundled weights with the best recorded PrivateTest accuracy: the default model follows
+    whenever better weights are packed, with no list to keep up to date."""
+    names = available()
+    if not names:
+        raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
+    return max(names, key=lambda n: metrics(n).get("accuracy", 0.0))
+
+
 def weights_path(name: str) -> Path:
     path = WEIGHTS_DIR / f"{name}.ckpt"
     if not path.is_file():
