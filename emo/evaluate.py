@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on one split and write a report.
 
     python -m emo.evaluate ckpt_path=PATH [split=test|val] [tta=none|flip|tencrop] [hydra.run.dir=DIR]
+    python -m emo.evaluate 'ckpt_path=[A.ckpt,B.ckpt,C.ckpt]'    # an ensemble: mean probabilities
 
 Writes into the run directory: metrics.json, classification_report.txt, confusion_matrix.png,
 roc.png and, when the training run's TensorBoard logs are found, curves.png.
@@ -14,12 +15,12 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.metrics import classification_report, confusion_figure, summarize
-from emo.module import check_tta, load_checkpoint
+from emo.module import check_tta, load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
 from emo.plots import plot_curves, plot_roc
 from emo.utils import instantiate, print_metrics, run_hydra_cli, write_json
@@ -33,7 +34,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in SPLITS:
         raise EmoError(f"split={cfg.split!r} is not valid: use test (PrivateTest) or val (PublicTest)")
     check_tta(cfg.tta)
-    model = load_checkpoint(cfg.ckpt_path)
+    paths = list(cfg.ckpt_path) if isinstance(cfg.ckpt_path, ListConfig) else [cfg.ckpt_path]
+    model = load_ensemble(paths) if len(paths) > 1 else load_checkpoint(paths[0])
     model.predict_tta = cfg.tta
     # The checkpoint, not the config, says which classes and which preprocessing the net expects.
     pre = model.preprocess
@@ -51,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
         **summarize(cm, model.class_names),
         "split": cfg.split,
         "tta": cfg.tta,
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": paths[0] if len(paths) == 1 else paths,
     }
     out = Path(cfg.paths.output_dir)
     write_json(out / "metrics.json", summary)
@@ -59,13 +61,13 @@ def evaluate(cfg: DictConfig) -> dict:
     title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
     confusion_figure(cm, model.class_names, title).savefig(out / "confusion_matrix.png", dpi=120)
     plot_roc(probs, labels, model.class_names, title).savefig(out / "roc.png", dpi=120)
-    run_dir = Path(cfg.ckpt_path).resolve().parent.parent  # <run>/checkpoints/x.ckpt
+    run_dir = Path(paths[0]).resolve().parent.parent  # <run>/checkpoints/x.ckpt
     curves = plot_curves(run_dir)
     if curves is not None:
         curves.savefig(out / "curves.png", dpi=120)
     else:
         log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
-    print_metrics(summary, f"{title} - {cfg.ckpt_path}")
+    print_metrics(summary, f"{title} - {', '.join(map(str, paths))}")
     log.info("report written to %s", out)
     return summary
 

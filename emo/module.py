@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import ten_crop
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import (
@@ -24,6 +23,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
     MulticlassF1Score,
 )
+from torchvision.transforms.v2.functional import ten_crop
 
 import emo
 from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
@@ -59,6 +59,10 @@ class EmoModule(L.LightningModule):
         monitor: metric a plateau scheduler watches (the run's ``monitor``).
         channels_last: NHWC memory layout (faster convolutions with bf16 on GPUs and recent CPUs).
         compile: ``torch.compile`` the network for training (GPU; the checkpoint is unchanged).
+        distill_from: teacher checkpoints (same classes); their averaged softened probabilities
+            on each training batch become extra targets (knowledge distillation, Hinton 2015).
+        distill_alpha: weight of the distillation term (1 - alpha weighs the label loss).
+        distill_temperature: softmax temperature of teachers and student in that term.
     """
 
     def __init__(
@@ -74,6 +78,9 @@ class EmoModule(L.LightningModule):
         monitor: str = "val/acc",
         channels_last: bool = False,
         compile: bool = False,
+        distill_from: Sequence[str] | None = None,
+        distill_alpha: float = 0.5,
+        distill_temperature: float = 2.0,
     ):
         super().__init__()
         class_names = [str(c) for c in class_names]
@@ -89,12 +96,20 @@ class EmoModule(L.LightningModule):
                 "class_weights": class_weights
                 if isinstance(class_weights, (str, type(None)))
                 else list(class_weights),
+                "channels_last": channels_last,
+                "distill_from": [str(p) for p in distill_from or []],
+                "distill_alpha": distill_alpha,
+                "distill_temperature": distill_temperature,
             }
         )
         self.class_names, self.preprocess = class_names, preprocess
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
         self.channels_last, self.compile_net = channels_last, compile
+        self.distill_from = [str(p) for p in distill_from or []]
+        self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
+        # Loaded for fit only, and kept out of state_dict so checkpoints stay the student's.
+        self._teachers: list[EmoModule] = []
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.register_buffer("class_weight", None, persistent=False)
@@ -145,6 +160,13 @@ class EmoModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.compile_net and stage == "fit":
             self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
+        if self.distill_from and stage == "fit" and not self._teachers:
+            self._teachers = [load_checkpoint(p) for p in self.distill_from]
+            for path, t in zip(self.distill_from, self._teachers):
+                if t.class_names != self.class_names:
+                    raise EmoError(f"teacher {path} predicts {t.class_names}, not {self.class_names}")
+                t.requires_grad_(False)
+            log.info("distilling from %d teacher(s): %s", len(self._teachers), ", ".join(self.distill_from))
         if self.hparams.class_weights == "balanced" and stage == "fit":
             counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
@@ -160,11 +182,24 @@ class EmoModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # the sanity check must not count as a best epoch
+        for t in self._teachers:
+            t.to(self.device).eval()
+
+    def _distill_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Hinton's KL term between the student and the teachers' mean softened distribution."""
+        t = self.distill_temperature
+        with torch.no_grad():
+            target = torch.stack([m(x).float().div(t).softmax(-1) for m in self._teachers]).mean(0)
+        log_p = logits.float().div(t).log_softmax(-1)
+        return F.kl_div(log_p, target, reduction="batchmean") * t * t
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch  # y: labels (B,), or soft targets (B, C) from MixUp/CutMix
         logits = self(x)
         loss = self._loss(logits, y)
+        if self._teachers:
+            a = self.distill_alpha
+            loss = (1 - a) * loss + a * self._distill_loss(logits, x)
         self.train_loss(loss)
         self.train_acc(logits, y.argmax(-1) if y.ndim == 2 else y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -295,3 +330,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         EmoError: the file is missing, unreadable, or not an emo checkpoint.
     """
     return module_from_checkpoint(read_checkpoint(path, map_location), path)
+
+
+class Ensemble(L.LightningModule):
+    """Several trained classifiers for the same classes; predicts their mean probabilities."""
+
+    def __init__(self, members: Sequence[EmoModule]):
+        super().__init__()
+        first = members[0]
+        self.members = torch.nn.ModuleList(members)
+        self.class_names, self.preprocess = first.class_names, first.preprocess
+        self.predict_tta = "none"
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        return torch.stack([m.predict_proba(x, tta) for m in self.members]).mean(0)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.predict_proba(x, self.predict_tta)
+
+
+def load_ensemble(paths: Sequence[str | Path], map_location: str | torch.device = "cpu") -> Ensemble:
+    """An :class:`Ensemble` of checkpoints that share class names and preprocessing.
+
+    Raises:
+        EmoError: a file is not a usable checkpoint, or the members disagree on classes or input.
+    """
+    members = [load_checkpoint(p, map_location) for p in paths]
+    for path, m in zip(paths[1:], members[1:]):
+        if m.class_names != members[0].class_names or m.preprocess != members[0].preprocess:
+            raise EmoError(
+                f"{path} predicts {m.class_names} from {m.preprocess}, unlike {paths[0]}: "
+                "ensemble checkpoints trained on the same classes and preprocessing"
+            )
+    return Ensemble(members).eval()

@@ -29,6 +29,30 @@ def test_pack_keeps_what_inference_needs(make_cfg, tmp_path):
     assert torch.load(packed, weights_only=True)["emo_metrics"]["accuracy"] == metrics["accuracy"]
 
 
+def test_fp16_packing_halves_the_file_and_keeps_predictions(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", out_dir=run))
+    best = next((run / "checkpoints").glob("best*.ckpt"))
+    full = weights.pack(best, tmp_path / "full.ckpt")
+    half = weights.pack(best, tmp_path / "half.ckpt", fp16=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    a, b = load_checkpoint(full), load_checkpoint(half)
+    assert next(b.parameters()).dtype == torch.float32  # cast back on load
+    x = torch.randn(8, 1, 48, 48)
+    torch.testing.assert_close(a.predict_proba(x), b.predict_proba(x), atol=2e-3, rtol=0)
+
+
+def test_default_is_the_most_accurate_bundled_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(EmoError, match="no bundled weights"):
+        weights.default_name()
+    src = weights.weights_path.__globals__  # the module namespace the helpers read
+    assert src["WEIGHTS_DIR"] == tmp_path
+    for name, acc in (("a", 0.61), ("b", 0.68), ("c", 0.65)):
+        torch.save({"emo_metrics": {"accuracy": acc}}, tmp_path / f"{name}.ckpt")
+    assert weights.available() == ["a", "b", "c"] and weights.default_name() == "b"
+
+
 def test_unknown_bundled_name_lists_the_available_ones():
     with pytest.raises(EmoError, match="no bundled weights named 'nope'"):
         weights.weights_path("nope")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from emo.data.batch_augment import BatchAugment, BatchMix
 from emo.data.fer2013 import (
     FER2013_CLASSES,
     FER2013_MEAN,
@@ -23,7 +24,6 @@ from emo.data.fer2013 import (
     FerArrays,
     load_fer2013,
 )
-from emo.data.batch_augment import BatchAugment, BatchMix
 from emo.data.transforms import build_augment, normalize_faces, preprocess_faces, resolve_augment
 from emo.errors import EmoError
 

@@ -115,7 +115,9 @@ class ResNet(nn.Module):
                 layers.append(BasicBlock(ch, w, 2 if (j == 0 and i > 0) else 1))
                 ch = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, num_classes)
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 1, 48, 48) -> (B, widths[-1], 6, 6)
