@@ -165,16 +165,32 @@ class FaceDetector:
         self.max_side, self.min_face = max_side, min_face
         self.scale_factor, self.min_neighbors, self.framing = scale_factor, min_neighbors, framing
 
-    def raw(self, grey: np.ndarray, max_side: int | None = None) -> np.ndarray:
-        """The cascade's boxes (K, 4) x, y, w, h in ``grey``'s pixels, before framing."""
-        max_side = max_side or self.max_side
+    def raw(
+        self,
+        grey: np.ndarray,
+        max_side: int | None = None,
+        min_face: int | None = None,
+        max_face: int | None = None,
+    ) -> np.ndarray:
+        """The cascade's boxes (K, 4) x, y, w, h in ``grey``'s pixels, before framing.
+
+        ``max_side`` and ``min_face`` override the detector's own; ``max_face`` (pixels) bounds
+        the search from above. The cascade's cost is set by its first pyramid level, where
+        ``min_face`` shrinks to its 24 px window.
+        """
+        max_side, min_face = max_side or self.max_side, min_face or self.min_face
         scale = min(1.0, max_side / max(grey.shape)) if max_side else 1.0
         small = grey
         if scale < 1.0:
             small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        min_size = max(1, round(self.min_face * scale))
+        min_size = max(1, round(min_face * scale))
+        max_size = round(max_face * scale) if max_face else 0
         found = self.cascade.detectMultiScale(
-            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_size, min_size)
+            small,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_size, min_size),
+            maxSize=(max_size, max_size),
         )
         return np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale
 
@@ -186,12 +202,19 @@ class FaceDetector:
 
 # -------------------------------------------------------------------------------- backends
 class TorchBackend:
-    """Probabilities from an :class:`EmoModule` in PyTorch."""
+    """Probabilities from an :class:`EmoModule` in PyTorch.
+
+    The network runs in channels-last layout: on CPU oneDNN's convolutions take ~40% less time
+    for a single 48x48 face (cnn3: 0.77 vs 1.31 ms), with the same results.
+    """
 
     name = "torch"
 
-    def __init__(self, module: EmoModule):
+    def __init__(self, module: EmoModule, channels_last: bool = True):
         self.module = module.eval()
+        if channels_last:
+            self.module.channels_last = True  # forward() then converts the input too
+            self.module.net.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, tta: str = "none") -> np.ndarray:
@@ -300,7 +323,7 @@ class EmotionRecognizer:
 
         Args:
             backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``).
-            **kwargs: passed on to :class:`FaceDetector` (``max_side``, ``min_face``, ...).
+            **kwargs: ``threads`` and :class:`FaceDetector`'s arguments, as in ``from_checkpoint``.
         """
         from emo import weights
 
@@ -309,14 +332,21 @@ class EmotionRecognizer:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, backend: str = "torch", _source: str | None = None, **kwargs
+        cls,
+        path: str | Path,
+        backend: str = "torch",
+        threads: int | None = None,
+        _source: str | None = None,
+        **kwargs,
     ) -> EmotionRecognizer:
         """Any emo checkpoint (``.ckpt``, any class set) or ``emo-export`` model (``.onnx``).
 
         Args:
             backend: ``torch`` or ``onnx``; an ``.onnx`` file always runs in onnxruntime, and a
                 checkpoint under ``onnx`` is exported once and cached.
-            **kwargs: passed on to :class:`FaceDetector`.
+            threads: onnxruntime's thread count (default: all cores). PyTorch's is process-wide:
+                set it with ``torch.set_num_threads``.
+            **kwargs: passed on to :class:`FaceDetector` (``max_side``, ``min_face``, ...).
 
         Raises:
             EmoError: a missing or foreign file, or an unknown backend.
@@ -332,7 +362,7 @@ class EmotionRecognizer:
             if not path.is_file():
                 raise EmoError(f"ONNX model {path} not found: write one with emo-export")
             try:
-                engine = OnnxBackend(path)
+                engine = OnnxBackend(path, threads)
             except EmoError:
                 raise
             except Exception as err:  # onnxruntime's own error types
@@ -342,7 +372,7 @@ class EmotionRecognizer:
         if backend == "onnx":
             from emo.export import cached_onnx
 
-            engine: TorchBackend | OnnxBackend = OnnxBackend(cached_onnx(path, module))
+            engine: TorchBackend | OnnxBackend = OnnxBackend(cached_onnx(path, module), threads)
         else:
             engine = TorchBackend(module)
         return cls(engine, module.class_names, module.preprocess, detector, source)

@@ -31,26 +31,26 @@ def sample_path(name: str) -> Path:
 
 
 def moving_face_frames(
-    n_frames: int = 60, size: tuple[int, int] = (640, 480), face: str = "astronaut", face_side: int = 200
+    n_frames: int = 60, size: tuple[int, int] = (640, 480), face: str = "astronaut", side: int = 400
 ) -> list[np.ndarray]:
-    """BGR frames (H, W, 3) of a sample face gliding across a plain background.
+    """BGR frames (H, W, 3) of a sample image gliding across a plain background.
 
-    The face moves on a slow ellipse and its side breathes by +-10%, so a tracker has to
-    follow it, as it would a person in front of a webcam.
+    The image is scaled to ``side`` pixels (400: the astronaut's face is then about 150 px wide,
+    a webcam user at arm's length), moves on a slow ellipse and its size breathes by +-10%, so
+    a tracker has to follow it.
     """
     width, height = size
     img = cv2.imread(str(sample_path(face)), cv2.IMREAD_COLOR)
     frames = []
     for i in range(n_frames):
         t = 2 * np.pi * i / max(n_frames, 1)
-        side = int(face_side * (1 + 0.1 * np.sin(2 * t)))
-        side = min(side, width, height)
-        tile = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
-        cx = width / 2 + 0.25 * (width - side) * np.cos(t)
-        cy = height / 2 + 0.25 * (height - side) * np.sin(t)
-        x, y = int(cx - side / 2), int(cy - side / 2)
+        s = min(int(side * (1 + 0.1 * np.sin(2 * t))), width, height)
+        tile = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA)
+        cx = width / 2 + 0.4 * (width - s) * np.cos(t)
+        cy = height / 2 + 0.4 * (height - s) * np.sin(t)
+        x, y = int(cx - s / 2), int(cy - s / 2)
         frame = np.full((height, width, 3), 96, np.uint8)
-        frame[y : y + side, x : x + side] = tile
+        frame[y : y + s, x : x + s] = tile
         frames.append(frame)
     return frames
 
