@@ -52,7 +52,16 @@ def annotate(image: np.ndarray, faces: Sequence, fps: float | None = None, bars:
         if bars:
             _bars(out, scores, x, y, w, scale)
     if fps is not None:
-        cv2.putText(out, f"{fps:.0f} FPS", (8, int(28 * scale / 0.6)), FONT, scale * 1.2, (0, 255, 0), thick, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"{fps:.0f} FPS",
+            (8, int(28 * scale / 0.6)),
+            FONT,
+            scale * 1.2,
+            (0, 255, 0),
+            thick,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -73,4 +82,6 @@ def _bars(out: np.ndarray, scores: dict[str, float], x: int, y: int, w: int, sca
         cv2.putText(out, name[:8], (bx, top + row - 4), FONT, scale * 0.8, (255, 255, 255), 1, cv2.LINE_AA)
         x0 = bx + name_w
         cv2.rectangle(out, (x0, top + 3), (x0 + bar_w, top + row - 3), (60, 60, 60), -1)
-        cv2.rectangle(out, (x0, top + 3), (x0 + int(bar_w * float(np.clip(p, 0, 1))), top + row - 3), colour(name), -1)
+        cv2.rectangle(
+            out, (x0, top + 3), (x0 + int(bar_w * float(np.clip(p, 0, 1))), top + row - 3), colour(name), -1
+        )

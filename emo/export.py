@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or f"emo-{ckpt.stem}.onnx")
     export_onnx(module, out)
     diff = parity(module, out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {module.hparams.arch}, {len(module.class_names)} classes)")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {module.hparams.arch}, {len(module.class_names)} classes)"
+    )
     print(f"onnxruntime vs torch: max abs probability difference {diff:.2e}", file=sys.stderr)
 
 

@@ -157,7 +157,16 @@ def write_csv(rows: list[dict[str, Any]], class_names: list[str]) -> None:
     for r in rows:
         box = r["box"] or ["", "", "", ""]
         probs = [f"{r['scores'][c]:.4f}" if r["scores"] else "" for c in class_names]
-        w.writerow([r["file"], "" if r["frame"] is None else r["frame"], "" if r["face"] is None else r["face"], *box, r["label"], *probs])
+        w.writerow(
+            [
+                r["file"],
+                "" if r["frame"] is None else r["frame"],
+                "" if r["face"] is None else r["face"],
+                *box,
+                r["label"],
+                *probs,
+            ]
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

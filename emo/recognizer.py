@@ -89,7 +89,9 @@ def to_bgr(image: Any) -> np.ndarray:
     if type(image).__module__.startswith("PIL."):
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])  # PIL is RGB
     if not isinstance(image, np.ndarray):
-        raise EmoError(f"cannot read an image from {type(image).__name__}: give a path, numpy array or PIL image")
+        raise EmoError(
+            f"cannot read an image from {type(image).__name__}: give a path, numpy array or PIL image"
+        )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) or not image.size:
@@ -262,7 +264,9 @@ def resolve_checkpoint(spec: str | Path | None = None) -> Path:
     if path.is_dir():
         ckpts = list((path / "checkpoints").glob("best*.ckpt")) or list(path.glob("best*.ckpt"))
         if not ckpts:
-            raise EmoError(f"no best-*.ckpt in {path} or {path / 'checkpoints'}: give an emo.train run directory")
+            raise EmoError(
+                f"no best-*.ckpt in {path} or {path / 'checkpoints'}: give an emo.train run directory"
+            )
         return max(ckpts, key=_accuracy_in_name)
     if path.is_file():
         return path
@@ -366,7 +370,9 @@ class EmotionRecognizer:
             except EmoError:
                 raise
             except Exception as err:  # onnxruntime's own error types
-                raise EmoError(f"{path} is not a readable ONNX model ({type(err).__name__}): re-export it") from None
+                raise EmoError(
+                    f"{path} is not a readable ONNX model ({type(err).__name__}): re-export it"
+                ) from None
             return cls(engine, *onnx_metadata(engine.session), detector, source)
         module = load_checkpoint(path)
         if backend == "onnx":
