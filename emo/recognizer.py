@@ -28,9 +28,9 @@ from emo.errors import EmoError
 from emo.module import EmoModule, check_tta, load_checkpoint, tta_views
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
-#: Crop side / Haar box side. On 1,200 PrivateTest faces (upscaled, border-padded) Haar's box is
-#: 1/1.02 of FER-2013's side (median; IQR 0.96-1.11) and cnn3's accuracy on the re-cropped faces
-#: is flat between 1.0 and 1.1, then falls (55.6% at 1.3): see benchmarks/framing.py.
+#: Crop side / Haar box side. On 1,200 PrivateTest faces (upscaled, border-padded) FER-2013's side
+#: is 1.03x Haar's box (median; IQR 0.96-1.11), and cnn3's accuracy on faces re-cropped from the
+#: box is flat from 0.9 to 1.1 (59-61%), then falls (54% at 1.4): benchmarks/framing.py.
 FRAMING = 1.05
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
@@ -359,7 +359,9 @@ class EmotionRecognizer:
             raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
         path = Path(path)
         detector = FaceDetector(**kwargs)
-        source = _source or str(path)
+        from emo.paths import WEIGHTS_DIR
+
+        source = _source or (path.stem if path.resolve().parent == WEIGHTS_DIR else str(path))
         if path.suffix == ".onnx":
             from emo.export import onnx_metadata
 
