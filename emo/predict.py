@@ -95,7 +95,7 @@ class Predictor:
             for (f, image), faces in zip(loaded, results):
                 self.rows += rows_of(f, None, faces)
                 if self.save_dir:
-                    out = self.out_path(f, ".png")
+                    out = self.out_path(f, "_annotated.png")
                     cv2.imwrite(str(out), annotate(image, faces))
                     self.saved.append(out)
 
@@ -118,7 +118,7 @@ class Predictor:
                 self.rows += rows_of(file, n, faces)
                 if self.save_dir:
                     if writer is None:
-                        out = self.out_path(file, ".mp4")
+                        out = self.out_path(file, "_annotated.mp4")
                         writer = open_writer(out, fps if 1 <= fps <= 240 else 30.0, frame.shape)
                         self.saved.append(out)
                     writer.write(annotate(frame, faces))

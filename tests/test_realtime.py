@@ -124,6 +124,19 @@ def test_ctrl_c_leaves_complete_outputs(model, video, tmp_path, monkeypatch):
     assert [int(r["frame"]) for r in read_csv(tmp_path / "p.csv")] == list(range(10))
 
 
+def test_a_window_without_a_display_is_a_one_line_error(video, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    def no_gui(*args):
+        raise cv2.error("the function is not implemented")  # opencv-python-headless
+
+    monkeypatch.setattr(cv2, "namedWindow", no_gui)
+    monkeypatch.setattr(plt, "get_backend", lambda: "agg")  # what a server without a display gets
+    with pytest.raises(SystemExit):
+        realtime.main(["--source", str(video)])
+    assert "pass --headless" in capsys.readouterr().err
+
+
 def test_unavailable_sources_are_one_line_errors(tmp_path, capsys):
     for source, message in [
         ("99", "cannot open camera 99"),
@@ -159,6 +172,8 @@ def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, c
         f"error: cannot read {tmp_path / 'broken.png'}: not an image, or a corrupt one (use PNG, JPEG, BMP or WebP)"
     ]
     saved = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert saved == ["astronaut.png", "camera.png", "in.mp4"]
-    assert count_frames(tmp_path / "out" / "in.mp4") == N_FRAMES
-    assert cv2.imread(str(tmp_path / "out" / "astronaut.png")).shape == (256, 256, 3)
+    assert saved == ["astronaut_annotated.png", "camera_annotated.png", "in_annotated.mp4"]
+    assert count_frames(tmp_path / "out" / "in_annotated.mp4") == N_FRAMES
+    annotated = cv2.imread(str(tmp_path / "out" / "astronaut_annotated.png"))
+    original = cv2.imread(str(sample_path("astronaut")))
+    assert annotated.shape == original.shape and (annotated != original).any()  # drawn on
