@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -394,10 +395,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    # `kill` (SIGTERM) ends the loop like Ctrl-C, so the video and the CSV are still complete.
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.headless and not (args.save or args.csv):
         log.warning("--headless without --save or --csv: the predictions go nowhere")
     stats = run(

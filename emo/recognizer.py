@@ -7,7 +7,10 @@
     rec.classify(crops)          # your own face crops (N, H, W) -> (N, C) probabilities
 
 Faces are found by OpenCV's Haar cascade, whose weights ship inside the ``opencv-python-headless``
-wheel (no download, works offline), on a downscaled copy of the image. Each box is squared and
+wheel (no download, works offline), on a downscaled copy of the image. The better detectors
+looked at do not ship that way: OpenCV's YuNet (``cv2.FaceDetectorYN``) needs an ONNX file that
+no wheel carries, and MediaPipe 1.x's wheel holds no face-detection model (its Tasks API
+downloads one) and requires opencv-contrib-python, whose ``cv2`` clashes with the headless one. Each box is squared and
 scaled to FER-2013's framing, cropped (replicating the border where it leaves the image) and
 turned into network input by ``preprocess_faces``, the same transform validation used.
 """
