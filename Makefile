@@ -20,6 +20,9 @@ $(STAMP):
 	$(PY) -m pip install -q -e ".[dev]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
+demo: $(STAMP) ## the pretrained model on sample images and a sample video (writes outputs/demo)
+	$(PY) -m emo.demo --out outputs/demo
+
 install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
 test: $(STAMP) ## run the fast test suite (synthetic data, a few minutes)
@@ -54,4 +57,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-slow test-full train evaluate tensorboard format lint clean
+.PHONY: help demo install test test-slow test-full train evaluate tensorboard format lint clean

@@ -1,0 +1,173 @@
+"""Export a checkpoint to ONNX, to run in onnxruntime instead of PyTorch.
+
+    emo-export --format onnx                                 # bundled default weights -> emo-<name>.onnx
+    emo-export --ckpt outputs/train/runs/<date> --out model.onnx   # a run's best checkpoint
+
+The model maps normalised faces (N, 1, S, S) to probabilities (N, C) and carries the class names
+and preprocessing as metadata, so ``EmotionRecognizer.from_checkpoint("model.onnx")``,
+``emo-predict --ckpt model.onnx`` and ``python -m emo.realtime --ckpt model.onnx`` need nothing
+else. ``--backend onnx`` with a ``.ckpt`` exports it once into the cache (``$EMO_CACHE_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emo.data.fer2013 import default_cache_dir
+from emo.errors import EmoError, exit_on_emo_error
+from emo.module import EmoModule, load_checkpoint
+
+log = logging.getLogger(__name__)
+INPUT_NAME, OUTPUT_NAME = "faces", "probs"
+FORMATS = ("onnx",)
+INSTALL_HINT = "pip install 'emo[onnx]' (onnx, onnxruntime, onnxscript), or use --backend torch"
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EmoError(f"onnxruntime is not installed: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+class Probabilities(nn.Module):
+    """The network followed by a softmax: what the ONNX model computes."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).float().softmax(-1)  # (N, 1, S, S) -> (N, C)
+
+
+def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
+    """The ONNX model of a checkpoint's network (+ softmax), with its metadata; also written to
+    ``path`` when given.
+
+    Raises:
+        EmoError: the ONNX exporter's packages are missing.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs both)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise EmoError(f"ONNX export needs onnx and onnxscript: {INSTALL_HINT}") from None
+    size = int(module.preprocess["image_size"])
+    wrapper = Probabilities(module.net).eval()
+    example = torch.zeros(2, 1, size, size)
+    quiet = io.StringIO()
+    # The exporter narrates its steps on stdout and warns about its own internals.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    meta = {
+        "emo_class_names": json.dumps(module.class_names),
+        "emo_preprocess": json.dumps(module.preprocess),
+        "emo_arch": str(module.hparams.arch),
+    }
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return data
+
+
+def onnx_metadata(session) -> tuple[list[str], dict]:
+    """Class names and preprocessing stored in an exported model (an onnxruntime session)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "emo_class_names" not in meta or "emo_preprocess" not in meta:
+        raise EmoError("this ONNX model has no emo metadata (class names): export it with emo-export")
+    return json.loads(meta["emo_class_names"]), json.loads(meta["emo_preprocess"])
+
+
+def cached_onnx(ckpt: str | Path, module: EmoModule) -> bytes | Path:
+    """The ONNX model of checkpoint ``ckpt``, exported once into ``$EMO_CACHE_DIR/onnx``.
+
+    The key is the checkpoint's content and the torch version, so a re-trained file is exported
+    again. Falls back to an in-memory export when the cache is not writable.
+    """
+    digest = hashlib.sha1(Path(ckpt).read_bytes())
+    digest.update(torch.__version__.encode())
+    cached = default_cache_dir() / "onnx" / f"{Path(ckpt).stem}-{digest.hexdigest()[:12]}.onnx"
+    if cached.is_file():
+        return cached
+    data = export_onnx(module)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(cached)  # atomic: two processes exporting at once never see half a file
+    except OSError as err:
+        log.warning("could not cache the ONNX model in %s (%s)", cached.parent, err)
+        return data
+    return cached
+
+
+def parity(module: EmoModule, model: bytes | str | Path, n: int = 16, seed: int = 0) -> float:
+    """Max absolute difference between torch's and onnxruntime's probabilities on random faces."""
+    from emo.recognizer import OnnxBackend
+
+    size = int(module.preprocess["image_size"])
+    x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        ref = module.predict_proba(x).numpy()
+    return float(np.abs(OnnxBackend(model)(x) - ref).max())
+
+
+@exit_on_emo_error
+def main(argv: list[str] | None = None) -> None:
+    from emo.recognizer import resolve_checkpoint
+
+    parser = argparse.ArgumentParser(prog="emo-export", description="Export an emo model for other runtimes.")
+    parser.add_argument("--format", default="onnx", choices=FORMATS, help="output format (default: onnx)")
+    parser.add_argument(
+        "--ckpt",
+        help="bundled name, .ckpt file or training run directory (default: the best bundled weights)",
+    )
+    parser.add_argument("--out", help="output file (default: emo-<checkpoint name>.onnx here)")
+    args = parser.parse_args(argv)
+    ckpt = resolve_checkpoint(args.ckpt)
+    module = load_checkpoint(ckpt)
+    out = Path(args.out or f"emo-{ckpt.stem}.onnx")
+    export_onnx(module, out)
+    diff = parity(module, out)
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {module.hparams.arch}, {len(module.class_names)} classes)"
+    )
+    print(f"onnxruntime vs torch: max abs probability difference {diff:.2e}", file=sys.stderr)
+
+
+def cli() -> None:
+    """Console entry point (``emo-export``, ``python -m emo.export``)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,211 @@
+"""Emotions of the faces in images, folders of images and video files.
+
+    emo-predict photo.jpg photos/ clip.mp4                 # a table on stdout
+    emo-predict photos/ --json > faces.json                 # or --csv
+    emo-predict photos/ --save-dir annotated/ --tta flip --backend onnx
+
+Every face found is one row (``box`` is x, y, w, h in pixels); an image without a face is one
+row labelled ``(no face)``. A file that cannot be read is reported in one line on stderr, the
+others still run, and the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+from rich.console import Console
+from rich.table import Table
+
+from emo.draw import annotate
+from emo.errors import EmoError, exit_on_emo_error
+from emo.module import TTA_MODES
+from emo.recognizer import (
+    BACKENDS,
+    IMAGE_SUFFIXES,
+    EmotionRecognizer,
+    Face,
+    resolve_checkpoint,
+    to_bgr,
+)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+#: Images decoded and classified together (one forward pass for all their faces).
+BATCH = 16
+
+
+def expand(paths: list[str]) -> Iterator[Path]:
+    """Files named on the command line, folders replaced by their images and videos (sorted)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        else:
+            yield p  # missing files are reported when read
+
+
+def rows_of(file: Path, frame: int | None, faces: list[Face]) -> list[dict[str, Any]]:
+    """One record per face, or one ``(no face)`` record."""
+    base = {"file": str(file), "frame": frame}
+    if not faces:
+        return [{**base, "face": None, "box": None, "label": "(no face)", "scores": {}}]
+    return [{**base, "face": i, **face.as_dict()} for i, face in enumerate(faces)]
+
+
+class Predictor:
+    """Runs the recognizer over files, collecting rows and writing annotated copies."""
+
+    def __init__(self, model: EmotionRecognizer, tta: str = "none", save_dir: str | Path | None = None):
+        self.model, self.tta = model, tta
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.rows: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.saved: list[Path] = []
+        self._names: set[str] = set()
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+    def out_path(self, src: Path, suffix: str) -> Path:
+        """``save_dir/<stem><suffix>``, numbered when two inputs share a stem."""
+        name, i = f"{src.stem}{suffix}", 1
+        while name in self._names:
+            name, i = f"{src.stem}-{i}{suffix}", i + 1
+        self._names.add(name)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        return self.save_dir / name
+
+    def images(self, files: list[Path]) -> None:
+        for start in range(0, len(files), BATCH):
+            loaded = []
+            for f in files[start : start + BATCH]:
+                try:
+                    loaded.append((f, to_bgr(f)))
+                except EmoError as err:
+                    self.error(str(err))
+            if not loaded:
+                continue
+            results = self.model.predict([im for _, im in loaded], tta=self.tta)
+            for (f, image), faces in zip(loaded, results):
+                self.rows += rows_of(f, None, faces)
+                if self.save_dir:
+                    out = self.out_path(f, "_annotated.png")
+                    cv2.imwrite(str(out), annotate(image, faces))
+                    self.saved.append(out)
+
+    def video(self, file: Path) -> None:
+        from emo.realtime import open_source, open_writer, predict_faces
+
+        try:
+            cap, _ = open_source(file)
+        except EmoError as err:
+            self.error(str(err))
+            return
+        writer, n = None, 0
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                faces = predict_faces(self.model, frame, tta=self.tta)  # every frame searched in full
+                self.rows += rows_of(file, n, faces)
+                if self.save_dir:
+                    if writer is None:
+                        out = self.out_path(file, "_annotated.mp4")
+                        writer = open_writer(out, fps if 1 <= fps <= 240 else 30.0, frame.shape)
+                        self.saved.append(out)
+                    writer.write(annotate(frame, faces))
+                n += 1
+        finally:
+            cap.release()
+            if writer is not None:
+                writer.release()
+        if n == 0:
+            self.error(f"cannot read {file}: no frame could be decoded (a corrupt or empty video)")
+
+    def run(self, paths: list[str]) -> None:
+        files = list(expand(paths))
+        videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+        self.images([f for f in files if f not in videos])
+        for v in videos:
+            self.video(v)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title_justify="left")
+    for col in ("file", "frame", "face", "box (x, y, w, h)", "label", "p"):
+        table.add_column(col, justify="right" if col in ("frame", "face", "p") else "left")
+    for r in rows:
+        box = ", ".join(map(str, r["box"])) if r["box"] else ""
+        p = f"{r['scores'][r['label']]:.2f}" if r["scores"] else ""
+        frame = "" if r["frame"] is None else str(r["frame"])
+        face = "" if r["face"] is None else str(r["face"])
+        table.add_row(r["file"], frame, face, box, r["label"], p)
+    Console(width=max(100, Console().width)).print(table)
+
+
+def write_csv(rows: list[dict[str, Any]], class_names: list[str]) -> None:
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", *class_names])
+    for r in rows:
+        box = r["box"] or ["", "", "", ""]
+        probs = [f"{r['scores'][c]:.4f}" if r["scores"] else "" for c in class_names]
+        w.writerow(
+            [
+                r["file"],
+                "" if r["frame"] is None else r["frame"],
+                "" if r["face"] is None else r["face"],
+                *box,
+                r["label"],
+                *probs,
+            ]
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="emo-predict", description=__doc__.split("\n")[0])
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders of images, video files")
+    p.add_argument(
+        "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
+    )
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference runtime (default: torch)")
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    p.add_argument("--save-dir", help="write annotated copies (images as .png, videos as .mp4) here")
+    return p.parse_args(argv)
+
+
+@exit_on_emo_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = EmotionRecognizer.from_checkpoint(resolve_checkpoint(args.ckpt), backend=args.backend)
+    predictor = Predictor(model, args.tta, args.save_dir)
+    predictor.run(args.paths)
+    if args.json:
+        json.dump(predictor.rows, sys.stdout, indent=1)
+        print()
+    elif args.csv:
+        write_csv(predictor.rows, model.class_names)
+    elif predictor.rows:
+        print_table(predictor.rows)
+    if predictor.saved:
+        print(f"wrote {len(predictor.saved)} annotated file(s) to {args.save_dir}", file=sys.stderr)
+    return 1 if predictor.errors else 0
+
+
+def cli() -> None:
+    """Console entry point (``emo-predict``, ``python -m emo.predict``)."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,66 @@
+"""ONNX export: probabilities match PyTorch's, metadata travels, the onnx backend, emo-export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from emo import EmotionRecognizer, export, weights  # noqa: E402
+from emo.errors import EmoError  # noqa: E402
+from emo.module import EmoModule, load_checkpoint  # noqa: E402
+from emo.samples import sample_path  # noqa: E402
+
+PARITY = 1e-4
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    ckpt = weights.weights_path(weights.default_name())
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert export.main(["--ckpt", str(ckpt), "--out", str(out)]) is None
+    return ckpt, out
+
+
+def test_onnx_probabilities_match_torch(bundled):
+    ckpt, onnx_file = bundled
+    module = load_checkpoint(ckpt)
+    assert export.parity(module, onnx_file, n=32) < PARITY
+    torch_rec = EmotionRecognizer.from_checkpoint(ckpt)
+    onnx_rec = EmotionRecognizer.from_checkpoint(onnx_file)
+    assert onnx_rec.class_names == torch_rec.class_names and onnx_rec.preprocess == torch_rec.preprocess
+    faces = np.random.default_rng(0).integers(0, 255, size=(7, 50, 50), dtype=np.uint8)
+    for tta in ("none", "flip", "tencrop"):
+        diff = np.abs(onnx_rec.classify(faces, tta) - torch_rec.classify(faces, tta)).max()
+        assert diff < PARITY, (tta, diff)
+    (a,), (b,) = onnx_rec.predict(sample_path("astronaut")), torch_rec.predict(sample_path("astronaut"))
+    assert a.box == b.box and a.label == b.label and np.abs(a.probs - b.probs).max() < PARITY
+
+
+def test_onnx_backend_of_a_five_class_checkpoint_is_cached(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    module = EmoModule(class_names=["angry", "happy", "sad", "surprise", "neutral"]).eval()
+    ckpt = tmp_path / "five.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    rec = EmotionRecognizer.from_checkpoint(ckpt, backend="onnx")
+    assert rec.backend.name == "onnx" and rec.class_names == module.class_names
+    x = np.random.default_rng(1).integers(0, 255, size=(4, 48, 48), dtype=np.uint8)
+    ref = EmotionRecognizer.from_checkpoint(ckpt).classify(x)
+    assert rec.classify(x).shape == (4, 5) and np.abs(rec.classify(x) - ref).max() < PARITY
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again instead of using the cache")
+
+    monkeypatch.setattr(export, "export_onnx", no_export)
+    EmotionRecognizer.from_checkpoint(ckpt, backend="onnx")
+
+
+def test_foreign_onnx_files_are_one_line_errors(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(EmoError, match="not a readable ONNX model"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "junk.onnx")
+    with pytest.raises(EmoError, match="not found"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "missing.onnx")

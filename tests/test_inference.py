@@ -1,0 +1,185 @@
+"""EmotionRecognizer on paths, arrays and PIL images; classify; bad input; a 5-class checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emo import EmotionRecognizer, weights
+from emo.errors import EmoError
+from emo.module import EmoModule, load_checkpoint
+from emo.recognizer import crop_faces, resolve_checkpoint, to_grey
+from emo.samples import sample_path
+
+FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
+
+
+def save_module(module: EmoModule, path):
+    """A checkpoint in the format emo.train writes (what ``read_checkpoint`` needs)."""
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def rec() -> EmotionRecognizer:
+    return EmotionRecognizer.from_pretrained()
+
+
+@pytest.fixture(scope="session")
+def face_bgr() -> np.ndarray:
+    return cv2.imread(str(sample_path("astronaut")), cv2.IMREAD_COLOR)  # (256, 256, 3)
+
+
+@pytest.fixture(scope="session")
+def five_class_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_module(EmoModule(class_names=FIVE).eval(), tmp_path_factory.mktemp("ckpt") / "five.ckpt")
+
+
+def assert_same_faces(a, b, atol=1e-6):
+    assert len(a) == len(b)
+    for fa, fb in zip(a, b):
+        assert fa.box == fb.box and fa.label == fb.label
+        np.testing.assert_allclose(fa.probs, fb.probs, atol=atol)
+
+
+def test_default_model_is_the_best_bundled_one(rec):
+    assert EmotionRecognizer.available() == weights.available()
+    assert rec.source == weights.default_name()
+    assert rec.class_names == load_checkpoint(weights.weights_path(rec.source)).class_names
+
+
+def test_predict_finds_the_sample_face_and_scores_every_class(rec, face_bgr):
+    (face,) = rec.predict(str(sample_path("astronaut")))
+    x, y, w, h = face.box
+    assert w == h and 60 <= w <= 160  # a face, not the whole 256 px image
+    assert 0 <= x and x + w <= 256 and 0 <= y and y + h <= 256
+    assert list(face.scores) == rec.class_names
+    assert sum(face.scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert face.label == max(face.scores, key=face.scores.get)
+    assert json.loads(json.dumps(face.as_dict()))["box"] == list(face.box)
+
+
+def test_every_input_kind_gives_the_same_prediction(rec, face_bgr):
+    from PIL import Image
+
+    ref = rec.predict(sample_path("astronaut"))
+    grey = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY)
+    rgb = face_bgr[..., ::-1].copy()
+    for image in (
+        face_bgr,
+        grey,
+        grey[..., None],
+        face_bgr.astype(np.float32) / 255.0,  # floats on the 0..1 scale
+        face_bgr.astype(np.float64),  # floats on the 0..255 scale
+        cv2.cvtColor(face_bgr, cv2.COLOR_BGR2BGRA),
+        Image.fromarray(rgb),
+        Image.fromarray(grey),
+    ):
+        assert_same_faces(rec.predict(image), ref, atol=1e-5)
+
+
+def test_boxes_follow_the_face_in_large_odd_sized_frames(rec, face_bgr):
+    # 1501x1001 is downscaled for detection: boxes must come back in the frame's own pixels.
+    (ref,) = rec.predict(face_bgr)
+    canvas = np.full((1001, 1501, 3), 90, np.uint8)
+    big = cv2.resize(face_bgr, (512, 512), interpolation=cv2.INTER_CUBIC)
+    canvas[333:845, 701:1213] = big
+    (face,) = rec.predict(canvas)
+    expected = np.array([701 + 2 * ref.box[0], 333 + 2 * ref.box[1], 2 * ref.box[2]])
+    assert np.abs(np.array(face.box[:3]) - expected).max() <= 0.1 * expected[2]
+    assert face.label == ref.label
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (37, 53, 3), (480, 641)])
+def test_images_without_a_face_give_an_empty_list(rec, shape):
+    noise = np.random.default_rng(0).integers(0, 255, size=shape, dtype=np.uint8)
+    assert rec.predict(noise) == []
+    assert rec.predict(sample_path("camera")) == []  # a face in profile: not a frontal face
+
+
+def test_a_list_of_images_is_one_batch_with_the_same_results(rec, face_bgr, monkeypatch):
+    noise = np.random.default_rng(1).integers(0, 255, size=(120, 90), dtype=np.uint8)
+    singles = [rec.predict(im) for im in (face_bgr, noise, face_bgr[::-1, ::-1])]
+    calls = []
+    backend = rec.backend
+    monkeypatch.setattr(rec, "backend", lambda x, tta: calls.append(len(x)) or backend(x, tta))
+    batch = rec.predict([face_bgr, noise, face_bgr[::-1, ::-1]])
+    assert calls == [sum(len(s) for s in singles)]  # one forward pass for all faces
+    for got, want in zip(batch, singles):
+        assert_same_faces(got, want, atol=1e-5)
+
+
+def test_classify_shapes_and_agreement_with_predict(rec, face_bgr):
+    grey = to_grey(face_bgr)
+    (face,) = rec.predict(grey)
+    (crop,) = crop_faces(grey, np.array([face.box]))
+    np.testing.assert_allclose(rec.classify(crop[None])[0], face.probs, atol=1e-6)
+    np.testing.assert_allclose(rec.classify(crop)[0], face.probs, atol=1e-6)  # one (H, W) crop
+    c = len(rec.class_names)
+    faces = np.random.default_rng(0).integers(0, 255, size=(5, 61, 61), dtype=np.uint8)
+    for tta in ("none", "flip", "tencrop"):
+        probs = rec.classify(faces, tta=tta)
+        assert probs.shape == (5, c) and probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    colour = np.repeat(faces[..., None], 3, axis=-1)  # (N, H, W, 3)
+    np.testing.assert_allclose(rec.classify(colour), rec.classify(faces), atol=1e-6)
+    mixed = rec.classify([faces[0], cv2.resize(faces[1], (17, 23))])
+    assert mixed.shape == (2, c)
+    np.testing.assert_allclose(mixed[0], rec.classify(faces[:1])[0], atol=1e-6)
+    assert rec.classify(np.zeros((0, 48, 48), np.uint8)).shape == (0, c)
+    assert not np.allclose(rec.classify(faces, "flip"), rec.classify(faces, "none"))
+
+
+def test_bad_inputs_are_one_line_errors(rec, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    with pytest.raises(EmoError, match="cannot read .*corrupt.jpg"):
+        rec.predict(corrupt)
+    with pytest.raises(EmoError, match="not found"):
+        rec.predict(tmp_path / "missing.png")
+    with pytest.raises(EmoError, match="cannot read an image from list"):
+        rec.predict([[1, 2, 3]])
+    with pytest.raises(EmoError, match="shape"):
+        rec.predict(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(EmoError, match="tta='mirror' is not valid"):
+        rec.classify(np.zeros((1, 48, 48), np.uint8), tta="mirror")
+    with pytest.raises(EmoError, match="backend 'tf' is not valid"):
+        EmotionRecognizer.from_pretrained(backend="tf")
+    with pytest.raises(EmoError, match="no bundled weights named 'nope'"):
+        EmotionRecognizer.from_pretrained("nope")
+    with pytest.raises(EmoError, match="not an emo checkpoint"):
+        torch.save({"foo": 1}, tmp_path / "x.ckpt")
+        EmotionRecognizer.from_checkpoint(tmp_path / "x.ckpt")
+
+
+def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("best-epoch001-acc0.5000.ckpt", "best-epoch004-acc0.7000.ckpt", "last.ckpt"):
+        (ckpts / name).write_bytes(five_class_ckpt.read_bytes())
+    assert resolve_checkpoint(tmp_path / "run").name == "best-epoch004-acc0.7000.ckpt"
+    assert resolve_checkpoint(None) == weights.weights_path(weights.default_name())
+    assert resolve_checkpoint("cnn3") == weights.weights_path("cnn3")
+    with pytest.raises(EmoError, match="no best-"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(EmoError, match="not found"):
+        resolve_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
+    from emo.predict import main
+
+    rec = EmotionRecognizer.from_checkpoint(five_class_ckpt)
+    assert rec.class_names == FIVE
+    (face,) = rec.predict(face_bgr)
+    assert list(face.scores) == FIVE and face.label in FIVE
+    assert rec.classify(np.zeros((3, 48, 48), np.uint8)).shape == (3, 5)
+    assert main([str(sample_path("astronaut")), "--ckpt", str(five_class_ckpt), "--csv"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split(",")[-5:] == FIVE
+    assert row.split(",")[7] == face.label

@@ -1,0 +1,179 @@
+"""Real-time pipeline: tracker, smoothing, the headless loop's outputs, errors, Ctrl-C; emo-predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from emo import realtime
+from emo.errors import EmoError
+from emo.recognizer import Face
+from emo.samples import moving_face_frames, sample_path, write_video
+
+N_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def model():
+    return realtime.load_model()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return moving_face_frames(N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, frames):
+    return write_video(tmp_path_factory.mktemp("video") / "in.mp4", frames, fps=24)
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_pure_functions_on_a_frame(model, frames):
+    boxes = realtime.detect_faces(model, frames[0])
+    assert boxes.shape == (1, 4)
+    (face,) = realtime.predict_faces(model, frames[0])
+    box, label, scores = face  # the (box, label, probs) triple of STYLE.md
+    assert tuple(box) == tuple(int(v) for v in boxes[0]) and label == max(scores, key=scores.get)
+    assert realtime.predict_faces(model, np.zeros((480, 640, 3), np.uint8)) == []
+
+
+def test_tracker_follows_the_face_between_full_searches(model, frames):
+    tracker = realtime.FaceTracker(model.detector, detect_every=5)
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        (tracked,) = tracker(grey)
+        (full,) = model.detector(grey)
+        assert realtime.iou(tracked, full) > 0.7
+    assert tracker.full_searches == -(-N_FRAMES // 5)
+
+
+def test_smoother_damps_flicker_and_keeps_faces_apart():
+    names = ["happy", "sad"]
+    a = Face((10, 10, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
+    b = Face((12, 10, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # same face, one odd frame
+    smooth = realtime.Smoother(0.8)
+    smooth([a])
+    (got,) = smooth([b])
+    assert got.label == "happy" and got.scores["happy"] == pytest.approx(0.8 * 0.9 + 0.2 * 0.4)
+    far = Face((300, 300, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # another face
+    assert smooth([far])[0].label == "sad"
+    off = realtime.Smoother(0.0)
+    off([a])
+    assert off([b])[0].scores == pytest.approx(b.scores) and list(got.scores) == names
+    with pytest.raises(EmoError, match="smooth=1.0"):
+        realtime.Smoother(1.0)
+
+
+def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path):
+    stats = realtime.main(
+        [
+            "--source",
+            str(video),
+            "--headless",
+            "--save",
+            str(tmp_path / "out.mp4"),
+            "--csv",
+            str(tmp_path / "p.csv"),
+        ]
+    )
+    assert stats["frames"] == N_FRAMES
+    assert count_frames(tmp_path / "out.mp4") == N_FRAMES
+    rows = read_csv(tmp_path / "p.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))  # one face per frame
+    assert float(rows[-1]["time_s"]) == pytest.approx((N_FRAMES - 1) / 24, abs=1e-3)
+    for r in rows:
+        probs = [float(r[c]) for c in model.class_names]
+        assert sum(probs) == pytest.approx(1, abs=1e-3) and r["label"] in model.class_names
+        assert int(r["w"]) > 100  # the ~150 px face of the sample video
+
+
+def test_ctrl_c_leaves_complete_outputs(model, video, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    predict = realtime.predict_faces
+
+    def interrupt_at_frame_10(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(realtime, "predict_faces", interrupt_at_frame_10)
+    stats = realtime.run(
+        video, model=model, headless=True, save=tmp_path / "out.mp4", csv_path=tmp_path / "p.csv"
+    )
+    assert stats["frames"] == 10
+    assert count_frames(tmp_path / "out.mp4") == 10  # the MP4 was finalised
+    assert [int(r["frame"]) for r in read_csv(tmp_path / "p.csv")] == list(range(10))
+
+
+def test_a_window_without_a_display_is_a_one_line_error(video, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    def no_gui(*args):
+        raise cv2.error("the function is not implemented")  # opencv-python-headless
+
+    monkeypatch.setattr(cv2, "namedWindow", no_gui)
+    monkeypatch.setattr(plt, "get_backend", lambda: "agg")  # what a server without a display gets
+    with pytest.raises(SystemExit):
+        realtime.main(["--source", str(video)])
+    assert "pass --headless" in capsys.readouterr().err
+
+
+def test_unavailable_sources_are_one_line_errors(tmp_path, capsys):
+    for source, message in [
+        ("99", "cannot open camera 99"),
+        (str(tmp_path / "none.mp4"), "not found"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            realtime.main(["--source", source, "--headless"])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    (tmp_path / "fake.mp4").write_bytes(b"not a video")
+    with pytest.raises(EmoError, match="cannot open"):
+        realtime.open_source(tmp_path / "fake.mp4")
+
+
+def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, capsys):
+    from emo.predict import main
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    paths = [
+        str(sample_path("astronaut")),
+        str(tmp_path / "broken.png"),
+        str(sample_path("camera")),
+        str(video),
+    ]
+    assert main([*paths, "--json", "--save-dir", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    rows = json.loads(out)
+    assert [r["label"] for r in rows if r["file"].endswith("camera.png")] == ["(no face)"]
+    assert len([r for r in rows if r["file"].endswith("astronaut.png")]) == 1
+    assert sorted({r["frame"] for r in rows if r["file"] == str(video)}) == list(range(N_FRAMES))
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: cannot read {tmp_path / 'broken.png'}: not an image, or a corrupt one (use PNG, JPEG, BMP or WebP)"
+    ]
+    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert saved == ["astronaut_annotated.png", "camera_annotated.png", "in_annotated.mp4"]
+    assert count_frames(tmp_path / "out" / "in_annotated.mp4") == N_FRAMES
+    annotated = cv2.imread(str(tmp_path / "out" / "astronaut_annotated.png"))
+    original = cv2.imread(str(sample_path("astronaut")))
+    assert annotated.shape == original.shape and (annotated != original).any()  # drawn on
