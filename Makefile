@@ -42,6 +42,11 @@ train: $(STAMP) ## train the cnn3 baseline on FER-2013 (in data/fer2013 or EMO_D
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled cnn3) on PrivateTest
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT)
 
+gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_cycle.sh: FER-2013 train+val, compact; wheels the GPU image lacks
+	$(PY) -m emo.data.compact .gpu/data --splits train val
+	$(PY) -m pip wheel -q --no-deps -w .gpu/wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
+	@du -sh .gpu
+
 tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 

@@ -208,3 +208,24 @@ def test_real_fer2013_split_sizes_and_class_counts():
     assert abs(train.mean() - dm.preprocess["mean"]) < 1e-3
     assert abs(train.std() - dm.preprocess["std"]) < 1e-3
     assert (dm.preprocess["mean"], dm.preprocess["std"]) == (fer.FER2013_MEAN, fer.FER2013_STD)
+
+
+def test_compact_copy_keeps_the_chosen_splits_exactly(fer_dir, tmp_path):
+    from emo.data.compact import main as compact_main
+    from emo.data.fer2013 import COMPACT_NAME
+
+    full = load_fer2013(fer_dir)
+    compact_main([str(tmp_path), "--data-dir", str(fer_dir), "--splits", "train", "val"])
+    small = load_fer2013(tmp_path)  # found as the layout of its folder
+    keep = full.split != 2
+    np.testing.assert_array_equal(small.images, full.images[keep])
+    np.testing.assert_array_equal(small.labels, full.labels[keep])
+    np.testing.assert_array_equal(small.split, full.split[keep])
+    assert small.official_val and small.source.endswith(COMPACT_NAME)
+    dm = FER2013DataModule(data_dir=str(tmp_path), augment=None)
+    dm.setup()
+    assert len(dm.datasets["test"]) == 0 and len(dm.datasets["train"]) == (full.split == 0).sum()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / COMPACT_NAME).write_bytes(b"not xz")
+    with pytest.raises(EmoError, match="not a readable compact FER-2013 copy"):
+        load_fer2013(tmp_path / "bad")

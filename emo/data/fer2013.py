@@ -7,6 +7,8 @@ Layouts, looked for in this order inside ``data_dir`` (``data_dir`` may also be 
 * ``fer2013.tar.gz``       the Kaggle archive, holding ``fer2013/fer2013.csv``
 * ``fer2013/fer2013.csv``  that archive, unpacked
 * ``train/<class>/*.png|jpg`` and ``test/<class>/*.png|jpg``  the image-folder release
+* ``fer2013.npz.xz``       emo's compact copy (``python -m emo.data.compact``), possibly of some
+  splits only: small enough to carry to a GPU machine
 
 Decoding the CSV takes seconds; the result is cached as an uncompressed ``.npz`` keyed by the
 source's path, size and modification time, so a changed source is decoded again.
@@ -19,6 +21,7 @@ import gzip
 import hashlib
 import io
 import logging
+import lzma
 import os
 import re
 import tarfile
@@ -49,6 +52,7 @@ SPLIT_NAMES = ("train", "val", "test")
 USAGE_TO_SPLIT = {"Training": TRAIN, "PublicTest": VAL, "PrivateTest": TEST}
 
 CSV_NAMES = ("fer2013.csv", "fer2013.csv.gz", "fer2013.tar.gz", "fer2013/fer2013.csv")
+COMPACT_NAME = "fer2013.npz.xz"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 DOWNLOAD_HINT = (
     "download fer2013.csv (or fer2013.tar.gz) from https://www.kaggle.com/c/"
@@ -86,7 +90,9 @@ def find_source(data_dir: str | os.PathLike) -> Path:
             return root / name
     if (root / "train").is_dir():
         return root
-    looked = ", ".join([*CSV_NAMES, "train/<class>/ + test/<class>/ image folders"])
+    if (root / COMPACT_NAME).is_file():
+        return root / COMPACT_NAME
+    looked = ", ".join([*CSV_NAMES, "train/<class>/ + test/<class>/ image folders", COMPACT_NAME])
     where = root.resolve() if root.exists() else f"{root.resolve()} (does not exist)"
     raise EmoError(f"FER-2013 not found in {where}: looked for {looked}; {DOWNLOAD_HINT}")
 
@@ -156,6 +162,8 @@ def _decode(source: Path, on_bad_row: str) -> FerArrays:
     if source.is_dir():
         return _read_folders(source, on_bad_row)
     name = source.name.lower()
+    if name.endswith(".npz.xz"):
+        return read_compact(source)
     if name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(source) as tar:
             member = next(
@@ -172,6 +180,50 @@ def _decode(source: Path, on_bad_row: str) -> FerArrays:
             return _read_csv(f, str(source), on_bad_row, str(source))
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise EmoError(f"{source}: cannot be read ({err}); download it again") from None
+
+
+# --------------------------------------------------------------------------------------------
+# compact copy
+
+
+def write_compact(
+    arrays: FerArrays, path: str | os.PathLike, splits: Iterable[int] = (TRAIN, VAL, TEST)
+) -> Path:
+    """Write the rows of ``splits`` as an xz-compressed ``.npz`` (``read_compact`` reads it)."""
+    keep = np.isin(arrays.split, list(splits))
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        images=arrays.images[keep],
+        labels=arrays.labels[keep].astype(np.int8),
+        split=arrays.split[keep].astype(np.int8),
+        official_val=arrays.official_val,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with lzma.open(tmp, "wb", preset=6) as f:
+        f.write(buf.getbuffer())
+    tmp.replace(path)
+    return path
+
+
+def read_compact(source: Path) -> FerArrays:
+    try:
+        with lzma.open(source, "rb") as f, np.load(io.BytesIO(f.read())) as z:
+            images, labels, split = z["images"], z["labels"].astype(np.int64), z["split"].astype(np.int64)
+            official_val = bool(z["official_val"])
+    except (OSError, EOFError, ValueError, KeyError, lzma.LZMAError) as err:
+        raise EmoError(f"{source}: not a readable compact FER-2013 copy ({err}); write it again") from None
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
+        raise EmoError(f"{source}: images are {images.dtype} {images.shape}, not uint8 (N, 48, 48)")
+    if (
+        len({len(images), len(labels), len(split)}) != 1
+        or labels.min(initial=0) < 0
+        or labels.max(initial=0) > 6
+    ):
+        raise EmoError(f"{source}: labels or splits do not match the images; write it again")
+    return FerArrays(images, labels, split, str(source), official_val)
 
 
 # --------------------------------------------------------------------------------------------

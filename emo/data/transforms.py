@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -59,7 +58,7 @@ def build_augment(
     mixup: float = 0.0,
     cutmix: float = 0.0,
     mix_p: float = 1.0,
-) -> A.Compose | None:
+) -> Any:
     """Albumentations pipeline on (H, W) uint8 faces; ``None`` when every flag is off.
 
     Args:
@@ -74,7 +73,12 @@ def build_augment(
         mixup: MixUp alpha (0 = off); batch-level, applied by the DataModule (``BatchMix``).
         cutmix: CutMix alpha (0 = off); batch-level, as mixup.
         mix_p: probability that a batch is mixed at all (one of MixUp/CutMix is chosen).
+
+    Returns:
+        An ``albumentations.Compose``, or ``None``.
     """
+    import albumentations as A  # here, not at the top: the batched (GPU) path does without it
+
     steps: list[A.BasicTransform] = []
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))

@@ -88,13 +88,14 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics", help="the run's metrics.json, stored alongside (default: next to the run)"
     )
     parser.add_argument("--fp16", action="store_true", help="store the weights in half precision")
+    parser.add_argument("--out", help="write here instead of emo/weights/NAME.ckpt")
     args = parser.parse_args(argv)
     metrics_file = (
         Path(args.metrics) if args.metrics else Path(args.ckpt).resolve().parent.parent / "metrics.json"
     )
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     metrics.pop("checkpoint", None)  # a path on the training machine means nothing elsewhere
-    dst = pack(args.ckpt, WEIGHTS_DIR / f"{args.name}.ckpt", metrics, fp16=args.fp16)
+    dst = pack(args.ckpt, args.out or WEIGHTS_DIR / f"{args.name}.ckpt", metrics, fp16=args.fp16)
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 
