@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from emo.data.transforms import augment_presets
 from emo.errors import EmoError
@@ -36,6 +37,11 @@ def build(cfg):
 )
 def test_every_option_composes_and_instantiates(make_cfg, override):
     cfg = make_cfg(override)
+    # Values an option requires from the command line (e.g. distillation teachers) must be named.
+    missing = OmegaConf.missing_keys(cfg)
+    assert missing <= {"model.distill_from"}, missing
+    if missing:
+        cfg.model.distill_from = ["teacher.ckpt"]  # loaded only when fitting
     dm, model, trainer = build(cfg)
     model.trainer = trainer
     opt = model.configure_optimizers()
