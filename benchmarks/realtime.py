@@ -1,6 +1,6 @@
 """Real-time speed: per-face classification latency, face detection cost, end-to-end FPS.
 
-python benchmarks/realtime.py [--frames 150] [--repeat 3]
+python benchmarks/realtime.py [--frames 150] [--repeat 3] [--models vgg_s cnn3]
 
 Runs the default real-time model (``emo.realtime.load_model()``) on a synthetic 640x480 video of
 one sample face (~150 px, moving), for the torch and onnxruntime backends, one inference thread.
@@ -52,6 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=150, help="video length (default: 150)")
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per row; best kept")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[None],
+        help="bundled names or checkpoints (default: the default model)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     frames = moving_face_frames(args.frames)
@@ -66,8 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(Path(tmp) / "face.mp4", frames)
         rows = []
-        for backend in backends:
-            model = realtime.load_model(backend=backend)
+        for backend, name in ((b, m) for m in args.models for b in backends):
+            model = realtime.load_model(name, backend=backend)
             crop = crop_faces(greys[0], model.detector(greys[0])[:1])[0]
             face = per_face_ms(model, crop)
             for every in (5, 1):
