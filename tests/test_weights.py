@@ -67,3 +67,19 @@ def test_bundled_weights_load_and_predict(name):
     assert torch.allclose(probs.sum(-1), torch.ones(2))
     info = torch.load(weights.weights_path(name), weights_only=True)["emo_metrics"]
     assert info["split"] == "test" and 0 < info["accuracy"] <= 1  # provenance travels with the file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", weights.available())
+def test_bundled_weights_reproduce_their_recorded_privatetest_accuracy(name, make_cfg, tmp_path):
+    from emo.evaluate import evaluate
+    from tests.conftest import compose_cfg, real_data_or_skip
+
+    data_dir = real_data_or_skip()
+    recorded = weights.metrics(name)
+    cfg = compose_cfg(
+        [f"ckpt_path={weights.weights_path(name)}", f"tta={recorded['tta']}"], tmp_path, data_dir, "evaluate"
+    )
+    measured = evaluate(cfg)
+    assert measured["n"] == 3589
+    assert measured["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
