@@ -13,38 +13,26 @@ flip + rotation + zoom + shift, then brightness/contrast and random erasing by m
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from emo.data.transforms import AugmentFlags
+
 
 class BatchAugment(nn.Module):
     """Random flip/affine/brightness-contrast/erasing of a (B, 1, H, W) float batch in 0..1.
 
-    Flags mean what they mean for ``emo.data.transforms.build_augment``; the mix flags are
+    Takes ``emo.data.transforms.AugmentFlags``, as ``build_augment`` does; the mix flags are
     accepted and ignored (``BatchMix`` applies them).
     """
 
-    def __init__(
-        self,
-        *,
-        name: str = "custom",
-        hflip: float = 0.0,
-        rotate: float = 0.0,
-        scale: float = 0.0,
-        shift: float = 0.0,
-        affine_p: float = 0.0,
-        brightness_contrast: float = 0.0,
-        erasing: float = 0.0,
-        mixup: float = 0.0,
-        cutmix: float = 0.0,
-        mix_p: float = 0.0,
-    ):
+    def __init__(self, **flags: Any):
         super().__init__()
-        self.name, self.hflip, self.rotate, self.scale, self.shift = name, hflip, rotate, scale, shift
-        self.affine_p, self.brightness_contrast, self.erasing = affine_p, brightness_contrast, erasing
+        self.flags = AugmentFlags(**flags)
 
     @staticmethod
     def _uniform(n: int, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
@@ -55,12 +43,12 @@ class BatchAugment(nn.Module):
 
     def _geometry(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        flip = torch.where(self._bernoulli(b, self.hflip, x), -1.0, 1.0)
-        on = self._bernoulli(b, self.affine_p, x).float()
-        angle = self._uniform(b, -self.rotate, self.rotate, x) * on * math.pi / 180
-        zoom = 1 + self._uniform(b, -self.scale, self.scale, x) * on
+        flip = torch.where(self._bernoulli(b, self.flags.hflip, x), -1.0, 1.0)
+        on = self._bernoulli(b, self.flags.affine_p, x).float()
+        angle = self._uniform(b, -self.flags.rotate, self.flags.rotate, x) * on * math.pi / 180
+        zoom = 1 + self._uniform(b, -self.flags.scale, self.flags.scale, x) * on
         # Shifts in grid_sample's normalised coordinates, where the side spans 2.
-        tx, ty = (self._uniform(b, -self.shift, self.shift, x) * 2 * on for _ in range(2))
+        tx, ty = (self._uniform(b, -self.flags.shift, self.flags.shift, x) * 2 * on for _ in range(2))
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack(
             [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
@@ -70,7 +58,7 @@ class BatchAugment(nn.Module):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _brightness_contrast(self, x: torch.Tensor) -> torch.Tensor:
-        b, lim = x.shape[0], self.brightness_contrast
+        b, lim = x.shape[0], self.flags.brightness_contrast
         on = self._bernoulli(b, 0.5, x).float()
         alpha = (1 + self._uniform(b, -lim, lim, x) * on).view(b, 1, 1, 1)
         beta = (self._uniform(b, -lim, lim, x) * on).view(b, 1, 1, 1)
@@ -93,16 +81,16 @@ class BatchAugment(nn.Module):
             & (cols >= left.view(b, 1, 1))
             & (cols < (left + ew).view(b, 1, 1))
         )  # (B, H, W)
-        box &= self._bernoulli(b, self.erasing, x).view(b, 1, 1)
+        box &= self._bernoulli(b, self.flags.erasing, x).view(b, 1, 1)
         return x.masked_fill(box.unsqueeze(1), 0.0)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hflip > 0 or (self.affine_p > 0 and (self.rotate or self.scale or self.shift)):
+        if self.flags.geometry:
             x = self._geometry(x)
-        if self.brightness_contrast > 0:
+        if self.flags.brightness_contrast > 0:
             x = self._brightness_contrast(x)
-        if self.erasing > 0:
+        if self.flags.erasing > 0:
             x = self._erase(x)
         return x
 

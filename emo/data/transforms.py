@@ -12,6 +12,7 @@ style). A preset may be given by name (``data.augment=strong``) or as its dict o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -45,23 +46,12 @@ def resolve_augment(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(spec)
 
 
-def build_augment(
-    *,
-    name: str = "custom",
-    hflip: float = 0.0,
-    rotate: float = 0.0,
-    scale: float = 0.0,
-    shift: float = 0.0,
-    affine_p: float = 0.0,
-    brightness_contrast: float = 0.0,
-    erasing: float = 0.0,
-    mixup: float = 0.0,
-    cutmix: float = 0.0,
-    mix_p: float = 1.0,
-) -> Any:
-    """Albumentations pipeline on (H, W) uint8 faces; ``None`` when every flag is off.
+@dataclass(frozen=True)
+class AugmentFlags:
+    """The flags of an augmentation preset (``conf/augment/*.yaml``); both the per-image
+    albumentations pipeline (``build_augment``) and the batched one (``BatchAugment``) read them.
 
-    Args:
+    Attributes:
         name: preset name, for logs only.
         hflip: probability of a horizontal flip (faces are near-symmetric; expressions too).
         rotate: max rotation in degrees.
@@ -73,33 +63,53 @@ def build_augment(
         mixup: MixUp alpha (0 = off); batch-level, applied by the DataModule (``BatchMix``).
         cutmix: CutMix alpha (0 = off); batch-level, as mixup.
         mix_p: probability that a batch is mixed at all (one of MixUp/CutMix is chosen).
+    """
+
+    name: str = "custom"
+    hflip: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shift: float = 0.0
+    affine_p: float = 0.0
+    brightness_contrast: float = 0.0
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_p: float = 1.0
+
+    @property
+    def geometry(self) -> bool:
+        return self.hflip > 0 or (self.affine_p > 0 and bool(self.rotate or self.scale or self.shift))
+
+
+def build_augment(**flags: Any) -> Any:
+    """Albumentations pipeline on (H, W) uint8 faces from ``AugmentFlags``; ``None`` when every
+    per-image flag is off.
 
     Returns:
         An ``albumentations.Compose``, or ``None``.
     """
+    f = AugmentFlags(**flags)
     import albumentations as A  # here, not at the top: the batched (GPU) path does without it
 
     steps: list[A.BasicTransform] = []
-    if hflip > 0:
-        steps.append(A.HorizontalFlip(p=hflip))
-    if affine_p > 0 and (rotate or scale or shift):
+    if f.hflip > 0:
+        steps.append(A.HorizontalFlip(p=f.hflip))
+    if f.affine_p > 0 and (f.rotate or f.scale or f.shift):
         steps.append(
             A.Affine(
-                rotate=(-rotate, rotate),
-                scale=(1 - scale, 1 + scale),
-                translate_percent=(-shift, shift),
+                rotate=(-f.rotate, f.rotate),
+                scale=(1 - f.scale, 1 + f.scale),
+                translate_percent=(-f.shift, f.shift),
                 border_mode=cv2.BORDER_REFLECT_101,  # FER faces fill the frame; avoid black wedges
-                p=affine_p,
+                p=f.affine_p,
             )
         )
-    if brightness_contrast > 0:
-        steps.append(
-            A.RandomBrightnessContrast(
-                brightness_limit=brightness_contrast, contrast_limit=brightness_contrast, p=0.5
-            )
-        )
-    if erasing > 0:
-        steps.append(A.Erasing(scale=(0.02, 0.2), fill=0, p=erasing))
+    if f.brightness_contrast > 0:
+        lim = f.brightness_contrast
+        steps.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
+    if f.erasing > 0:
+        steps.append(A.Erasing(scale=(0.02, 0.2), fill=0, p=f.erasing))
     return A.Compose(steps) if steps else None
 
 
