@@ -75,7 +75,9 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
-def group_jobs(jobs: Sequence[Job], ignore: Sequence[str] = ("seed",)) -> tuple[dict[str, list[Job]], list[str]]:
+def group_jobs(
+    jobs: Sequence[Job], ignore: Sequence[str] = ("seed",)
+) -> tuple[dict[str, list[Job]], list[str]]:
     """Jobs by configuration: their overrides without ``ignore`` keys and without the overrides
     every job shares (returned second, to print once)."""
     kept = [[o for o in j.overrides if _key(o) not in ignore] for j in jobs]

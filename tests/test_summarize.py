@@ -39,7 +39,8 @@ def multirun(tmp_path) -> Path:
         ("b", 3): (0.72, 0.63, 0.72),
     }
     for num, ((exp, seed), (acc, f1, best)) in enumerate(results.items()):
-        fake_job(root, num if num < 4 else num + 1, [f"seed={seed}", f"experiment={exp}", "debug=limit"], acc, f1, best)
+        overrides = [f"seed={seed}", f"experiment={exp}", "debug=limit"]
+        fake_job(root, num if num < 4 else num + 1, overrides, acc, f1, best)
     (root / "4" / ".hydra").mkdir(parents=True)  # a job that crashed: no metrics.json
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
