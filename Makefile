@@ -42,6 +42,9 @@ train: $(STAMP) ## train the cnn3 baseline on FER-2013 (in data/fer2013 or EMO_D
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled cnn3) on PrivateTest
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT)
 
+notebooks: $(STAMP) ## execute notebooks/ headless (FER-2013 if found, else a synthetic set)
+	$(PY) -m pytest -q tests/test_notebooks.py
+
 tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 
@@ -57,4 +60,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo install test test-slow test-full train evaluate tensorboard format lint clean
+.PHONY: help demo install test test-slow test-full train evaluate notebooks tensorboard format lint clean
