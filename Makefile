@@ -49,12 +49,12 @@ tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 
 format: $(STAMP) ## format and lint-fix the code with ruff
-	$(VENV)/bin/ruff format emo tests benchmarks
-	$(VENV)/bin/ruff check --fix emo tests benchmarks
+	$(VENV)/bin/ruff format emo tests benchmarks notebooks
+	$(VENV)/bin/ruff check --fix emo tests benchmarks notebooks
 
 lint: $(STAMP) ## check formatting and lint without changing files
-	$(VENV)/bin/ruff format --check emo tests benchmarks
-	$(VENV)/bin/ruff check emo tests benchmarks
+	$(VENV)/bin/ruff format --check emo tests benchmarks notebooks
+	$(VENV)/bin/ruff check emo tests benchmarks notebooks
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
