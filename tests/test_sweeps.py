@@ -6,7 +6,12 @@ Each test runs ``python -m emo.train`` in a subprocess, as a user would, with ``
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -18,11 +23,31 @@ from emo.errors import EmoError
 from emo.paths import CONF_DIR
 from emo.summarize import summarize_multirun
 from emo.utils import check_group_choices, check_plugins
-from tests.test_train import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python ARGS`` in its own process group, killed whole (launcher workers, DDP ranks) on timeout.
+
+    The timeout is generous: these take 10-25 s on an idle machine, many times that on a busy one.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, *args]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, text=True, stdout=PIPE, stderr=PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def fdr_args(fer_dir: Path) -> list[str]:
