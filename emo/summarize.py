@@ -16,6 +16,8 @@ import argparse
 import csv
 import json
 import math
+import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,17 +144,24 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
     return path
 
 
+def _short_label(name: str, width: int = 45) -> str:
+    """A configuration's overrides for an axis label: floats to 4 significant digits, wrapped."""
+    name = re.sub(r"\d+\.\d{5,}(e-?\d+)?", lambda m: f"{float(m.group()):.4g}", name)
+    return textwrap.fill(name, width)
+
+
 def comparison_figure(rows: Sequence[dict], title: str = "") -> plt.Figure:
     """Test accuracy and macro-F1 per configuration as bars with ±1 std error bars."""
     names = [r["config"] for r in rows]
     y = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(rows)), constrained_layout=True)
+    lines = max(_short_label(n).count("\n") + 1 for n in names)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + (0.3 + 0.2 * lines) * len(rows)), constrained_layout=True)
     h = 0.38
     for off, col, label in ((-h / 2, "accuracy", "test accuracy"), (h / 2, "macro_f1", "test macro-F1")):
         means = [r[f"{col}_mean"] for r in rows]
         stds = [0.0 if math.isnan(r[f"{col}_std"]) else r[f"{col}_std"] for r in rows]
         ax.barh(y + off, means, height=h, xerr=stds, capsize=3, label=label)
-    ax.set_yticks(y, [n if len(n) <= 60 else n[:57] + "..." for n in names])
+    ax.set_yticks(y, [_short_label(n) for n in names], fontsize=8)
     ax.invert_yaxis()  # best (first row) on top
     ax.set(xlabel="mean ± std over seeds", xlim=(0, 1), title=title)
     ax.grid(axis="x", alpha=0.3)
