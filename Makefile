@@ -47,19 +47,22 @@ gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_cycle.sh: FE
 	$(PY) -m pip wheel -q --no-deps -w .gpu/wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 	@du -sh .gpu
 
+notebooks: $(STAMP) ## execute notebooks/ headless (FER-2013 if found, else a synthetic set)
+	$(PY) -m pytest -q tests/test_notebooks.py
+
 tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 
 format: $(STAMP) ## format and lint-fix the code with ruff
-	$(VENV)/bin/ruff format emo tests benchmarks
-	$(VENV)/bin/ruff check --fix emo tests benchmarks
+	$(VENV)/bin/ruff format emo tests benchmarks notebooks
+	$(VENV)/bin/ruff check --fix emo tests benchmarks notebooks
 
 lint: $(STAMP) ## check formatting and lint without changing files
-	$(VENV)/bin/ruff format --check emo tests benchmarks
-	$(VENV)/bin/ruff check emo tests benchmarks
+	$(VENV)/bin/ruff format --check emo tests benchmarks notebooks
+	$(VENV)/bin/ruff check emo tests benchmarks notebooks
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo install test test-slow test-full train evaluate tensorboard format lint clean
+.PHONY: help demo install test test-slow test-full train evaluate notebooks tensorboard format lint clean

@@ -225,9 +225,11 @@ class EmoModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        # From metrics already synced over DDP processes: sync_dist averages equal values (and
+        # keeps Lightning from warning that it might not be).
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
         for name, m in summarize(cm, self.class_names)["per_class"].items():
-            self.log(f"val/f1_{name}", m["f1"])
+            self.log(f"val/f1_{name}", m["f1"], sync_dist=True)
         if isinstance(self.logger, TensorBoardLogger):
             fig = confusion_figure(cm, self.class_names, f"val, epoch {self.current_epoch}")
             self.logger.experiment.add_figure("val/confusion_matrix", fig, self.current_epoch)
@@ -239,7 +241,7 @@ class EmoModule(L.LightningModule):
         self.test_summary = summarize(self.test_cm.compute().cpu().numpy(), self.class_names)
         self.test_cm.reset()
         for name, m in self.test_summary["per_class"].items():
-            self.log(f"test/f1_{name}", m["f1"])
+            self.log(f"test/f1_{name}", m["f1"], sync_dist=True)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:

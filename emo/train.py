@@ -4,6 +4,8 @@ Examples::
 
     python -m emo.train model=cnn3 data.augment=strong
     python -m emo.train -m optimizer.lr=1e-3,3e-4
+    python -m emo.train hparams_search=optuna
+    python -m emo.train trainer=ddp trainer.devices=4
 """
 
 from __future__ import annotations
@@ -62,9 +64,12 @@ def train(cfg: DictConfig) -> dict:
             "split": "test",
             "tta": "none",
             "checkpoint": best,
+            # The validation score that chose the checkpoint (what sweeps compare configs by).
+            "best": {cfg.monitor: metrics.get(f"{cfg.monitor}_best")},
         }
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
-        print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
+        if trainer.is_global_zero:  # under DDP every process gets here with the same (synced) numbers
+            write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+            print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
         metrics.update({"test/accuracy": summary["accuracy"], "test/macro_f1": summary["macro_f1"]})
     return metrics
 
@@ -73,7 +78,9 @@ def train(cfg: DictConfig) -> dict:
 @exit_on_emo_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metrics.get(f"{cfg.monitor}_best")  # what sweepers optimise
+    # What sweepers optimise (hparams_search=optuna maximises it): the best validation score of
+    # the checkpoint callback; under fast_dev_run, which keeps none, the module's own val/acc_best.
+    return metrics.get(f"{cfg.monitor}_best")
 
 
 def cli() -> None:

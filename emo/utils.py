@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -88,8 +89,38 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
                 raise EmoError(f"unknown {key} {choice!r}: choose one of {', '.join(options)}")
 
 
+#: Hydra plugins behind config options, and the extra that installs them.
+PLUGINS = {
+    "hparams_search": {"optuna": "hydra_plugins.hydra_optuna_sweeper"},
+    "hydra/sweeper": {"optuna": "hydra_plugins.hydra_optuna_sweeper"},
+    "hydra/launcher": {
+        "joblib": "hydra_plugins.hydra_joblib_launcher",
+        "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+        "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+        "slurm": "hydra_plugins.hydra_submitit_launcher",
+    },
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing too
+        return False
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Fail in one line when an override needs a Hydra plugin that is not installed."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        module = PLUGINS.get(key.lstrip("+~"), {}).get(value)
+        if module and not _importable(module):
+            raise EmoError(f"{key}={value} needs a Hydra plugin: pip install 'emo[sweeps]'")
+
+
 @exit_on_emo_error
 def run_hydra_cli(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function after checking its group options from the command line."""
     check_group_choices(sys.argv[1:], CONF_DIR)
+    check_plugins(sys.argv[1:])
     main()

@@ -31,7 +31,16 @@ def build(cfg):
     "override",
     [
         f"{g}={o}"
-        for g in ("model", "optimizer", "scheduler", "augment", "debug", "experiment")
+        for g in (
+            "model",
+            "optimizer",
+            "scheduler",
+            "augment",
+            "trainer",
+            "debug",
+            "experiment",
+            "hparams_search",
+        )
         for o in options(g)
     ],
 )

@@ -1,0 +1,224 @@
+"""Data and results analysis behind the notebooks: class balance, duplicate and blank faces, pixel
+statistics, predictions, calibration (reliability, ECE) and the most confident mistakes.
+
+Pure functions on numpy arrays and figures, so the notebooks stay thin and this stays tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # notebooks switch to their inline backend themselves
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from emo.data.fer2013 import CSV_NAMES, FER2013_CLASSES, SPLIT_NAMES, TEST, TRAIN, VAL, FerArrays  # noqa: E402
+from emo.data.transforms import preprocess_faces  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------ data
+def find_data_dir(candidates: Sequence[str | Path] = ("data/fer2013", "../data/fer2013")) -> Path | None:
+    """Where FER-2013 is: ``$EMO_DATA_DIR``, ``$EMO_TEST_DATA_DIR`` or the first candidate holding
+    it (relative to the working directory: the repository root or ``notebooks/``); ``None`` if absent."""
+    dirs = [os.environ.get("EMO_DATA_DIR"), os.environ.get("EMO_TEST_DATA_DIR"), *candidates]
+    for d in dirs:
+        if not d:
+            continue
+        d = Path(d)
+        if any((d / n).is_file() for n in CSV_NAMES) or ((d / "train").is_dir() and (d / "test").is_dir()):
+            return d
+    return None
+
+
+def synthetic_fer(per_class: int = 12, seed: int = 0) -> FerArrays:
+    """A tiny FER-like set (noise with a class-specific bright patch) for running the notebooks
+    without FER-2013. It holds one duplicated and one blank face so those checks find something."""
+    rng = np.random.default_rng(seed)
+    images, labels, split = [], [], []
+    for code, n in ((TRAIN, per_class), (VAL, max(1, per_class // 3)), (TEST, max(1, per_class // 3))):
+        for label in range(len(FER2013_CLASSES)):
+            for _ in range(n):
+                img = rng.integers(0, 160, size=(48, 48), dtype=np.uint8)
+                r, c = divmod(label, 3)
+                img[4 + 14 * r : 14 + 14 * r, 4 + 14 * c : 14 + 14 * c] = 250
+                images.append(img)
+                labels.append(label)
+                split.append(code)
+    images = np.stack(images)
+    images[1] = images[0]  # an exact duplicate
+    images[2] = 0  # a blank (all-black) face, as FER-2013 has a few
+    return FerArrays(images, np.asarray(labels, np.int64), np.asarray(split, np.int64), "synthetic", True)
+
+
+def class_counts(labels: np.ndarray, split: np.ndarray, num_classes: int = len(FER2013_CLASSES)) -> dict:
+    """Faces per class in each split: ``{"train": (C,) counts, "val": ..., "test": ...}``."""
+    return {
+        name: np.bincount(labels[split == code], minlength=num_classes)
+        for code, name in zip((TRAIN, VAL, TEST), SPLIT_NAMES)
+    }
+
+
+def class_balance_figure(counts: dict, class_names: Sequence[str] = FER2013_CLASSES) -> plt.Figure:
+    """Bars of each class's share per split (counts on top of the training bars)."""
+    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
+    x = np.arange(len(class_names))
+    w = 0.8 / len(counts)
+    for i, (name, c) in enumerate(counts.items()):
+        share = c / max(c.sum(), 1)
+        bars = ax.bar(x + (i - (len(counts) - 1) / 2) * w, share, width=w, label=f"{name} ({c.sum():,})")
+        if i == 0:
+            ax.bar_label(bars, labels=[f"{v:,}" for v in c], fontsize=8)
+    ax.set_xticks(x, class_names)
+    ax.set(ylabel="share of the split", title="class balance")
+    ax.legend()
+    return fig
+
+
+def sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str] = FER2013_CLASSES,
+    per_class: int = 8,
+    seed: int = 0,
+) -> plt.Figure:
+    """A row of ``per_class`` random faces for each class."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(
+        len(class_names), per_class, figsize=(per_class * 1.1, len(class_names) * 1.2), squeeze=False
+    )
+    for row, name in enumerate(class_names):
+        idx = np.flatnonzero(labels == row)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(pick):
+                ax.imshow(images[pick[col]], cmap="gray", vmin=0, vmax=255)
+        axes[row][0].set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def duplicate_groups(images: np.ndarray) -> list[np.ndarray]:
+    """Indices of faces with identical pixels, one array per group of two or more."""
+    groups: dict[bytes, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(
+            hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).digest(), []
+        ).append(i)
+    return [np.asarray(g) for g in groups.values() if len(g) > 1]
+
+
+def blank_faces(images: np.ndarray, max_std: float = 2.0) -> np.ndarray:
+    """Indices of near-uniform faces (grey-level std below ``max_std`` on 0..255): no face at all."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return np.flatnonzero(flat.std(1) < max_std)
+
+
+def pixel_stats(images: np.ndarray) -> dict:
+    """Mean and std of the grey levels on the 0..1 scale (the data config's ``mean``/``std``) and
+    the per-face mean and std, for histograms."""
+    flat = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return {
+        "mean": float(flat.mean()),
+        "std": float(flat.std()),
+        "face_mean": flat.mean(1),
+        "face_std": flat.std(1),
+    }
+
+
+def pixel_stats_figure(images: np.ndarray) -> plt.Figure:
+    """Histograms of all grey levels, of each face's mean and of each face's contrast (std)."""
+    stats = pixel_stats(images)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), constrained_layout=True)
+    axes[0].hist(images.ravel(), bins=64, range=(0, 255), color="gray")
+    axes[0].set(title=f"grey levels (mean {stats['mean']:.3f}, std {stats['std']:.3f})", xlabel="0..255")
+    axes[1].hist(stats["face_mean"], bins=50, range=(0, 1))
+    axes[1].set(title="mean brightness per face", xlabel="0..1")
+    axes[2].hist(stats["face_std"], bins=50, range=(0, 0.5))
+    axes[2].set(title="contrast (std) per face", xlabel="0..1")
+    return fig
+
+
+# --------------------------------------------------------------------------------- results
+@torch.no_grad()
+def predict_probs(model, images: np.ndarray, tta: str = "none", batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (N, C) of ``model`` (an ``EmoModule``) for uint8 faces (N, H, W),
+    preprocessed as its checkpoint says."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = preprocess_faces(images[i : i + batch_size], model.preprocess).to(model.device)
+        out.append(model.predict_proba(x, tta).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(model.class_names)), np.float32)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
+    """Calibration of the top-class confidence in ``n_bins`` equal-width bins.
+
+    Returns ``confidence`` and ``accuracy`` per bin (``nan`` where empty), ``count`` per bin, the
+    bin ``edges`` and ``ece``: the expected calibration error, the count-weighted mean gap
+    |accuracy - confidence| (Guo et al. 2017).
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = (pred == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=conf, minlength=n_bins) / count
+        acc = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    gaps = np.where(count > 0, np.abs(acc - mean_conf), 0.0)
+    ece = float((gaps * count).sum() / max(len(labels), 1))
+    return {"confidence": mean_conf, "accuracy": acc, "count": count, "edges": edges, "ece": ece}
+
+
+def reliability_figure(rel: dict, title: str = "") -> plt.Figure:
+    """Reliability diagram (accuracy against confidence per bin) and the confidence histogram."""
+    edges, count = rel["edges"], rel["count"]
+    centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    fig, (ax, hx) = plt.subplots(
+        2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
+    )
+    ax.bar(centers, np.nan_to_num(rel["accuracy"]), width=width * 0.95, edgecolor="k", label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"reliability {title} (ECE {rel['ece']:.3f})")
+    ax.legend(loc="upper left")
+    hx.bar(centers, count, width=width * 0.95, color="gray")
+    hx.set(xlabel="confidence (top-class probability)", ylabel="faces")
+    return fig
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, k: int = 16) -> np.ndarray:
+    """Indices of the ``k`` wrong predictions made with the highest confidence, most confident first."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    order = np.argsort(-probs[wrong].max(1), kind="stable")
+    return wrong[order[:k]]
+
+
+def mistakes_figure(
+    images: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    class_names: Sequence[str],
+    cols: int = 8,
+) -> plt.Figure:
+    """The faces ``idx`` titled with the prediction (confidence) and the true label."""
+    rows = max(1, -(-len(idx) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), idx):
+        p = probs[i]
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{class_names[p.argmax()]} {p.max():.0%}\ntrue: {class_names[labels[i]]}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,104 @@
+"""The analysis functions behind the notebooks."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from emo.analysis import (
+    blank_faces,
+    class_balance_figure,
+    class_counts,
+    confident_mistakes,
+    duplicate_groups,
+    find_data_dir,
+    mistakes_figure,
+    pixel_stats,
+    pixel_stats_figure,
+    predict_probs,
+    reliability,
+    reliability_figure,
+    sample_grid,
+    synthetic_fer,
+)
+from emo.data.fer2013 import FER2013_CLASSES, TEST, TRAIN
+from emo.module import EmoModule
+
+
+def test_synthetic_set_duplicates_and_blanks():
+    fer = synthetic_fer(per_class=6)
+    groups = duplicate_groups(fer.images)
+    assert [g.tolist() for g in groups] == [[0, 1]]
+    assert blank_faces(fer.images).tolist() == [2]
+    counts = class_counts(fer.labels, fer.split)
+    assert counts["train"].tolist() == [6] * 7 and counts["test"].tolist() == [2] * 7
+    assert sum(c.sum() for c in counts.values()) == len(fer)
+
+
+def test_duplicates_ignore_near_copies_and_blanks_ignore_dark_faces():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(5, 48, 48), dtype=np.uint8)
+    images[3] = images[1]
+    images[4] = images[1]
+    images[4, 0, 0] ^= 1  # one grey level apart: not a duplicate
+    assert [g.tolist() for g in duplicate_groups(images)] == [[1, 3]]
+    dark = np.full((2, 48, 48), 5, np.uint8)
+    dark[1, ::2] = 40  # dark but with content
+    assert blank_faces(dark).tolist() == [0]
+
+
+def test_pixel_stats_on_known_images():
+    images = np.zeros((2, 48, 48), np.uint8)
+    images[1] = 255
+    s = pixel_stats(images)
+    assert s["mean"] == pytest.approx(0.5) and s["std"] == pytest.approx(0.5)
+    assert s["face_mean"].tolist() == [0.0, 1.0] and s["face_std"].tolist() == [0.0, 0.0]
+
+
+def test_reliability_and_ece():
+    # Four faces at confidence 0.9 (3 right) and four at 0.6 (2 right).
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 4)
+    labels = np.array([0, 0, 0, 1, 0, 0, 1, 1])
+    rel = reliability(probs, labels, n_bins=10)
+    assert rel["count"].sum() == 8 and rel["count"][8] == 4 and rel["count"][5] == 4
+    assert rel["accuracy"][8] == pytest.approx(0.75) and rel["confidence"][8] == pytest.approx(0.9)
+    assert rel["ece"] == pytest.approx(0.5 * 0.15 + 0.5 * 0.1)
+    assert np.isnan(rel["accuracy"][0])  # empty bins stay empty
+    perfect = reliability(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]))
+    assert perfect["ece"] == pytest.approx(0.0)
+
+
+def test_confident_mistakes_most_confident_first():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.95, 0.05], [0.3, 0.7]])
+    labels = np.array([0, 0, 1, 1, 1])  # wrong: 1 (0.8), 2 (0.6), 3 (0.95)
+    assert confident_mistakes(probs, labels).tolist() == [3, 1, 2]
+    assert confident_mistakes(probs, labels, k=1).tolist() == [3]
+    assert confident_mistakes(probs, np.array([0, 1, 0, 0, 1])).size == 0
+
+
+def test_predict_probs_matches_module_and_figures_draw():
+    fer = synthetic_fer(per_class=3)
+    model = EmoModule()
+    test = fer.split == TEST
+    probs = predict_probs(model, fer.images[test], batch_size=5)  # several batches
+    assert probs.shape == (test.sum(), 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    idx = confident_mistakes(probs, fer.labels[test], k=4)
+    figs = [
+        class_balance_figure(class_counts(fer.labels, fer.split)),
+        sample_grid(fer.images[fer.split == TRAIN], fer.labels[fer.split == TRAIN], per_class=3),
+        pixel_stats_figure(fer.images),
+        reliability_figure(reliability(probs, fer.labels[test])),
+        mistakes_figure(fer.images[test], probs, fer.labels[test], idx, FER2013_CLASSES),
+    ]
+    assert all(f.axes for f in figs)
+    plt.close("all")
+
+
+def test_find_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMO_TEST_DATA_DIR", raising=False)
+    assert find_data_dir([tmp_path / "nothing"]) is None
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    assert find_data_dir([tmp_path / "nothing", tmp_path]) == tmp_path
+    monkeypatch.setenv("EMO_DATA_DIR", str(tmp_path))
+    assert find_data_dir([]) == tmp_path
