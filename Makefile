@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # clone's newer file dates do not force a reinstall).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Weights to evaluate with `make evaluate`.
-CKPT ?= emo/weights/cnn3.ckpt
+CKPT ?= emo/weights/vgg_s.ckpt
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,8 +39,11 @@ train: $(STAMP) ## train the cnn3 baseline on FER-2013 (in data/fer2013 or EMO_D
 	$(PY) -m emo.train experiment=cnn3_fer2013_finetune hydra.run.dir=outputs/baseline/cnn3_ft \
 		init_from=$$(ls outputs/baseline/cnn3/checkpoints/best-*.ckpt)
 
-evaluate: $(STAMP) ## evaluate CKPT (default: bundled cnn3) on PrivateTest
-	$(PY) -m emo.evaluate ckpt_path=$(CKPT)
+train-small: $(STAMP) ## train the bundled vgg_s on FER-2013 (~1 h on 2 CPU cores in bf16)
+	$(PY) -m emo.train experiment=vgg_s_fer2013 hydra.run.dir=outputs/small/vgg_s
+
+evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
+	$(PY) -m emo.evaluate ckpt_path=$(CKPT) tta=flip
 
 gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_cycle.sh: FER-2013 train+val, compact; wheels the GPU image lacks
 	$(PY) -m emo.data.compact .gpu/data --splits train val
@@ -65,4 +68,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo install test test-slow test-full train evaluate notebooks tensorboard format lint clean
+.PHONY: help demo install test test-slow test-full train train-small evaluate gpu-bundle notebooks tensorboard format lint clean
