@@ -18,8 +18,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from emo.data.fer2013 import CSV_NAMES, FER2013_CLASSES, SPLIT_NAMES, TEST, TRAIN, VAL, FerArrays  # noqa: E402
+from emo.data.fer2013 import (  # noqa: E402
+    FER2013_CLASSES,
+    SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    VAL,
+    FerArrays,
+    find_source,
+)
 from emo.data.transforms import preprocess_faces  # noqa: E402
+from emo.errors import EmoError  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ data
@@ -30,9 +39,11 @@ def find_data_dir(candidates: Sequence[str | Path] = ("data/fer2013", "../data/f
     for d in dirs:
         if not d:
             continue
-        d = Path(d)
-        if any((d / n).is_file() for n in CSV_NAMES) or ((d / "train").is_dir() and (d / "test").is_dir()):
-            return d
+        try:
+            find_source(d)  # any layout emo reads
+        except EmoError:
+            continue
+        return Path(d)
     return None
 
 

@@ -111,7 +111,7 @@ class EmoModule(L.LightningModule):
         # Loaded for fit only, and kept out of state_dict so checkpoints stay the student's.
         self._teachers: list[EmoModule] = []
         if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+            self.use_channels_last()
         self.register_buffer("class_weight", None, persistent=False)
         if isinstance(class_weights, str) and class_weights != "balanced":
             raise EmoError(f"model.class_weights={class_weights!r}: use null, balanced or a list")
@@ -139,6 +139,11 @@ class EmoModule(L.LightningModule):
         self.predict_tta = "none"
         #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
         self.test_summary: dict | None = None
+
+    def use_channels_last(self) -> None:
+        """Run the network, and convert its input, in NHWC layout from now on."""
+        self.channels_last = True
+        self.net.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -218,8 +218,7 @@ class TorchBackend:
     def __init__(self, module: EmoModule, channels_last: bool = True):
         self.module = module.eval()
         if channels_last:
-            self.module.channels_last = True  # forward() then converts the input too
-            self.module.net.to(memory_format=torch.channels_last)
+            self.module.use_channels_last()
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, tta: str = "none") -> np.ndarray:

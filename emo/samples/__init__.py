@@ -57,18 +57,15 @@ def moving_face_frames(
 
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     """Write BGR frames as an MP4 (``mp4v``, which every OpenCV wheel can encode)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise EmoError(f"cannot write video {path}: check the folder is writable and ends in .mp4")
+    from emo.realtime import open_writer  # the one place that opens an emo video writer
+
+    writer = open_writer(path, fps, frames[0].shape)
     try:
         for frame in frames:
             writer.write(frame)
     finally:
         writer.release()
-    return path
+    return Path(path)
 
 
 def sample_video(path: str | Path, n_frames: int = 60, fps: float = 30.0) -> Path:
