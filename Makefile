@@ -42,6 +42,18 @@ train: $(STAMP) ## train the cnn3 baseline on FER-2013 (in data/fer2013 or EMO_D
 train-small: $(STAMP) ## train the bundled vgg_s on FER-2013 (~1 h on 2 CPU cores in bf16)
 	$(PY) -m emo.train experiment=vgg_s_fer2013 hydra.run.dir=outputs/small/vgg_s
 
+queue: $(STAMP) ## start the CPU training queue (runs/queue.yaml) in the background; resumes, skips finished runs
+	$(PY) scripts/queue.py start
+
+queue-status: $(STAMP) ## each queued run: done (PublicTest), epoch saved, or pending
+	$(PY) scripts/queue.py status
+
+queue-stop: $(STAMP) ## stop the queue (the last finished epoch is kept for resuming)
+	$(PY) scripts/queue.py stop
+
+queue-save: $(STAMP) ## commit unfinished runs' last.ckpt so another machine can resume them
+	$(PY) scripts/queue.py save
+
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT) tta=flip
 
@@ -57,15 +69,15 @@ tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 
 format: $(STAMP) ## format and lint-fix the code with ruff
-	$(VENV)/bin/ruff format emo tests benchmarks notebooks
-	$(VENV)/bin/ruff check --fix emo tests benchmarks notebooks
+	$(VENV)/bin/ruff format emo tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts notebooks
 
 lint: $(STAMP) ## check formatting and lint without changing files
-	$(VENV)/bin/ruff format --check emo tests benchmarks notebooks
-	$(VENV)/bin/ruff check emo tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check emo tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff check emo tests benchmarks scripts notebooks
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo install test test-slow test-full train train-small evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help demo install test test-slow test-full train train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

@@ -18,8 +18,9 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
-from emo.metrics import classification_report, confusion_figure, summarize
+from emo.metrics import agreement, classification_report, confusion_figure, summarize
 from emo.module import check_tta, load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
 from emo.plots import plot_curves, plot_roc
@@ -27,6 +28,22 @@ from emo.utils import instantiate, print_metrics, run_hydra_cli, write_json
 
 log = logging.getLogger(__name__)
 SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}
+
+
+def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (N, C) of ``model`` for every face of ``split``, in order, in chunks
+    (memory stays bounded whatever the TTA)."""
+    datamodule.setup()
+    ds = datamodule.datasets[split]
+    faces = ds.images if split != "train" or ds.images.dtype != torch.uint8 else None
+    if faces is None:  # the training split held as uint8 for batched augmentation
+        faces = normalize_faces(ds.images.float().div(255.0), datamodule.preprocess)
+    if not torch.is_tensor(faces):  # per-image datasets hold numpy uint8 (N, 48, 48)
+        faces = preprocess_faces(faces, datamodule.preprocess)
+    out = [
+        model.predict_proba(faces[i : i + batch_size], tta).float() for i in range(0, len(faces), batch_size)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, len(model.class_names))
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -49,8 +66,11 @@ def evaluate(cfg: DictConfig) -> dict:
     labels = datamodule.datasets[cfg.split].labels
     cm = multiclass_confusion_matrix(probs, labels, len(model.class_names)).numpy()
 
+    summary = summarize(cm, model.class_names)
+    if cfg.split in datamodule.people:  # FER+ votes found beside the data
+        summary.update(agreement(probs.numpy(), datamodule.people[cfg.split]))
     summary = {
-        **summarize(cm, model.class_names),
+        **summary,
         "split": cfg.split,
         "tta": cfg.tta,
         "checkpoint": paths[0] if len(paths) == 1 else paths,

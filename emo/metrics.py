@@ -43,6 +43,14 @@ def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:
     }
 
 
+def agreement(probs, people) -> dict:
+    """Agreement with people: accuracy against FER+ majority labels (``-1``: no majority among
+    the classes, left out), and how many faces counted."""
+    pred, people = np.asarray(probs).argmax(1), np.asarray(people)
+    counted = people >= 0
+    return {"agreement": float((pred[counted] == people[counted]).mean()), "agreement_n": int(counted.sum())}
+
+
 def classification_report(summary: dict) -> str:
     """A fixed-width table like scikit-learn's classification report."""
     rows = [f"{'':>10} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]

@@ -27,6 +27,7 @@ from torchvision.transforms.v2.functional import ten_crop
 
 import emo
 from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
+from emo.data.soft_targets import load_soft_targets
 from emo.errors import EmoError
 from emo.metrics import confusion_figure, summarize
 from emo.models import create_model
@@ -61,8 +62,20 @@ class EmoModule(L.LightningModule):
         compile: ``torch.compile`` the network for training (GPU; the checkpoint is unchanged).
         distill_from: teacher checkpoints (same classes); their averaged softened probabilities
             on each training batch become extra targets (knowledge distillation, Hinton 2015).
-        distill_alpha: weight of the distillation term (1 - alpha weighs the label loss).
-        distill_temperature: softmax temperature of teachers and student in that term.
+        distill_alpha: weight of the distillation term (1 - alpha weighs the label loss); ``None``
+            means 0.5 when there is a teacher. A distillation experiment sets it, so fitting
+            with neither ``distill_from`` nor ``distill_targets`` then fails in one line.
+        distill_temperature: softmax temperature of teachers and student in that term. Stored
+            probabilities ``p`` (``distill_targets``) are softened as ``p ** (1 / T)``,
+            renormalised: exactly the teacher's softmax at temperature T for one teacher, and for
+            an ensemble's mean probabilities the softmax of its log-mean at temperature T.
+        distill_targets: a soft-target file (``python -m emo.distill targets``) holding the
+            teachers' probabilities for every training face; used like ``distill_from`` at the
+            cost of plain training (no teacher forward passes). Give one of the two, not both.
+        agree_min_acc: when validation faces carry FER+ people labels, ``val/agree_ok`` is the
+            agreement with people while ``val/acc`` is at least this, and agreement - 1 below it:
+            ``monitor=val/agree_ok`` selects the epoch that agrees with people best among those
+            that keep this FER-2013 accuracy (the rule for the default model).
     """
 
     def __init__(
@@ -79,8 +92,10 @@ class EmoModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         distill_from: Sequence[str] | None = None,
-        distill_alpha: float = 0.5,
+        distill_alpha: float | None = None,
         distill_temperature: float = 2.0,
+        distill_targets: str | None = None,
+        agree_min_acc: float = 0.70,
     ):
         super().__init__()
         class_names = [str(c) for c in class_names]
@@ -100,6 +115,8 @@ class EmoModule(L.LightningModule):
                 "distill_from": [str(p) for p in distill_from or []],
                 "distill_alpha": distill_alpha,
                 "distill_temperature": distill_temperature,
+                "distill_targets": str(distill_targets) if distill_targets else None,
+                "agree_min_acc": agree_min_acc,
             }
         )
         self.class_names, self.preprocess = class_names, preprocess
@@ -108,6 +125,12 @@ class EmoModule(L.LightningModule):
         self.channels_last, self.compile_net = channels_last, compile
         self.distill_from = [str(p) for p in distill_from or []]
         self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
+        self.distill_targets = str(distill_targets) if distill_targets else None
+        if self.distill_from and self.distill_targets:
+            raise EmoError(
+                "give model.distill_from (teacher checkpoints) or model.distill_targets (their stored "
+                "probabilities), not both"
+            )
         # Loaded for fit only, and kept out of state_dict so checkpoints stay the student's.
         self._teachers: list[EmoModule] = []
         if channels_last:
@@ -134,6 +157,11 @@ class EmoModule(L.LightningModule):
             MulticlassF1Score(c, average="macro"),
         )
         self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
+        # Agreement with people: accuracy against the FER+ majority (faces without one: -1).
+        self.val_agree, self.test_agree = (
+            MulticlassAccuracy(c, average="micro", ignore_index=-1),
+            MulticlassAccuracy(c, average="micro", ignore_index=-1),
+        )
         self.val_acc_best = MaxMetric()
         #: Test-time augmentation used by ``predict_step`` (``trainer.predict``).
         self.predict_tta = "none"
@@ -165,6 +193,15 @@ class EmoModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.compile_net and stage == "fit":
             self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
+        if (
+            stage == "fit"
+            and self.distill_alpha is not None
+            and not (self.distill_from or self.distill_targets)
+        ):
+            raise EmoError(
+                "distillation needs teachers: give model.distill_from=[A.ckpt,...] or "
+                "model.distill_targets=PATH (python -m emo.distill)"
+            )
         if self.distill_from and stage == "fit" and not self._teachers:
             self._teachers = [load_checkpoint(p) for p in self.distill_from]
             for path, t in zip(self.distill_from, self._teachers):
@@ -172,6 +209,14 @@ class EmoModule(L.LightningModule):
                     raise EmoError(f"teacher {path} predicts {t.class_names}, not {self.class_names}")
                 t.requires_grad_(False)
             log.info("distilling from %d teacher(s): %s", len(self._teachers), ", ".join(self.distill_from))
+        if self.distill_targets and stage == "fit":
+            dm = self.trainer.datamodule
+            dm.setup("fit")
+            probs = load_soft_targets(
+                self.distill_targets, self.class_names, dm.train_fingerprint, len(dm.datasets["train"])
+            )
+            dm.add_train_targets(probs)
+            log.info("distilling from stored soft targets %s", self.distill_targets)
         if self.hparams.class_weights == "balanced" and stage == "fit":
             counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
@@ -190,21 +235,28 @@ class EmoModule(L.LightningModule):
         for t in self._teachers:
             t.to(self.device).eval()
 
-    def _distill_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _distill_loss(
+        self, logits: torch.Tensor, x: torch.Tensor, stored: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Hinton's KL term between the student and the teachers' mean softened distribution."""
         t = self.distill_temperature
         with torch.no_grad():
-            target = torch.stack([m(x).float().div(t).softmax(-1) for m in self._teachers]).mean(0)
+            if stored is not None:  # (B, C) probabilities: p ** (1/T), renormalised
+                target = stored.float().clamp_min(1e-8).log().div(t).softmax(-1)
+            else:
+                target = torch.stack([m(x).float().div(t).softmax(-1) for m in self._teachers]).mean(0)
         log_p = logits.float().div(t).log_softmax(-1)
         return F.kl_div(log_p, target, reduction="batchmean") * t * t
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch  # y: labels (B,), or soft targets (B, C) from MixUp/CutMix
+        # y: labels (B,), or soft targets (B, C) (MixUp/CutMix, FER+ votes); then, when distilling
+        # from stored targets, the teachers' probabilities (B, C).
+        x, y, *extra = batch
         logits = self(x)
         loss = self._loss(logits, y)
-        if self._teachers:
-            a = self.distill_alpha
-            loss = (1 - a) * loss + a * self._distill_loss(logits, x)
+        if self._teachers or self.distill_targets:
+            a = 0.5 if self.distill_alpha is None else self.distill_alpha
+            loss = (1 - a) * loss + a * self._distill_loss(logits, x, extra[0] if extra else None)
         self.train_loss(loss)
         self.train_acc(logits, y.argmax(-1) if y.ndim == 2 else y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -212,7 +264,7 @@ class EmoModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch, stage: str) -> None:
-        x, y = batch
+        x, y, *people = batch  # people: FER+ majority labels (B,), when the votes were found
         logits = self(x)
         getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
         for name in ("acc", "f1", "cm"):
@@ -220,6 +272,9 @@ class EmoModule(L.LightningModule):
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
         self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
         self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"), on_epoch=True, prog_bar=stage == "val")
+        if people:
+            getattr(self, f"{stage}_agree").update(logits, people[0])
+            self.log(f"{stage}/agree", getattr(self, f"{stage}_agree"), on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -229,7 +284,12 @@ class EmoModule(L.LightningModule):
         self.val_cm.reset()
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best(self.val_acc.compute())
+        acc = self.val_acc.compute()
+        self.val_acc_best(acc)
+        if self.val_agree.update_count:
+            agree = self.val_agree.compute()
+            ok = agree if acc >= self.hparams.agree_min_acc else agree - 1
+            self.log("val/agree_ok", ok, sync_dist=True)
         # From metrics already synced over DDP processes: sync_dist averages equal values (and
         # keeps Lightning from warning that it might not be).
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
@@ -245,6 +305,8 @@ class EmoModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_summary = summarize(self.test_cm.compute().cpu().numpy(), self.class_names)
         self.test_cm.reset()
+        if self.test_agree.update_count:
+            self.test_summary["agreement"] = float(self.test_agree.compute())
         for name, m in self.test_summary["per_class"].items():
             self.log(f"test/f1_{name}", m["f1"], sync_dist=True)
 

@@ -20,7 +20,14 @@ from omegaconf import DictConfig
 from emo.errors import EmoError, exit_on_emo_error
 from emo.module import read_checkpoint
 from emo.paths import CONF_DIR
-from emo.utils import instantiate, instantiate_dict, print_metrics, run_hydra_cli, write_json
+from emo.utils import (
+    instantiate,
+    instantiate_dict,
+    print_metrics,
+    resolve_precision,
+    run_hydra_cli,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict:
     """Fit ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the final metrics.
 
-    Writes ``metrics.json`` (test split) into ``cfg.paths.output_dir``.
+    Writes ``metrics.json`` into ``cfg.paths.output_dir``: the best checkpoint and its validation
+    score, and the test split's metrics when ``cfg.test``.
     """
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise EmoError(f"ckpt_path {cfg.ckpt_path} does not exist: give a run's checkpoints/last.ckpt")
@@ -39,6 +47,7 @@ def train(cfg: DictConfig) -> dict:
         model.init_weights_from(cfg.init_from)
     trainer = instantiate(
         cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
         callbacks=instantiate_dict(cfg.get("callbacks")),
         logger=instantiate_dict(cfg.get("logger")) or False,
     )
@@ -50,8 +59,14 @@ def train(cfg: DictConfig) -> dict:
     if ckpt is not None and ckpt.best_model_score is not None:
         metrics[f"{cfg.monitor}_best"] = float(ckpt.best_model_score)
 
+    best = (ckpt.best_model_path if ckpt else "") or (None if cfg.train else cfg.get("ckpt_path"))
+    summary = {
+        "checkpoint": best,
+        # The validation score that chose the checkpoint (what sweeps compare configs by).
+        "best": {cfg.monitor: metrics.get(f"{cfg.monitor}_best")},
+        "epochs": trainer.current_epoch,
+    }
     if cfg.test:
-        best = (ckpt.best_model_path if ckpt else "") or (None if cfg.train else cfg.get("ckpt_path"))
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no validation): testing current weights")
         if best:
@@ -59,18 +74,12 @@ def train(cfg: DictConfig) -> dict:
             # (not the averaged) weights that the checkpoint also carries.
             model.load_state_dict(read_checkpoint(best)["state_dict"])
         trainer.test(model, datamodule=datamodule)
-        summary = {
-            **model.test_summary,
-            "split": "test",
-            "tta": "none",
-            "checkpoint": best,
-            # The validation score that chose the checkpoint (what sweeps compare configs by).
-            "best": {cfg.monitor: metrics.get(f"{cfg.monitor}_best")},
-        }
-        if trainer.is_global_zero:  # under DDP every process gets here with the same (synced) numbers
-            write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
-            print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
+        summary = {**model.test_summary, "split": "test", "tta": "none", **summary}
         metrics.update({"test/accuracy": summary["accuracy"], "test/macro_f1": summary["macro_f1"]})
+    if trainer.is_global_zero:  # under DDP every process gets here with the same (synced) numbers
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+        if cfg.test:
+            print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
     return metrics
 
 

@@ -98,20 +98,25 @@ class BatchAugment(nn.Module):
 class BatchMix(nn.Module):
     """With probability ``p`` per batch, MixUp (alpha ``mixup``) or CutMix (alpha ``cutmix``).
 
-    Returns soft targets (B, C) whenever it is active, integer labels otherwise.
+    Returns soft targets (B, C) whenever it is active, the targets unchanged otherwise. Further
+    per-face targets (e.g. a teacher's probabilities (B, C)) are mixed with the same weights.
     """
 
     def __init__(self, num_classes: int, mixup: float = 0.0, cutmix: float = 0.0, p: float = 1.0):
         super().__init__()
-        choices = []
-        if mixup > 0:
-            choices.append(v2.MixUp(alpha=mixup, num_classes=num_classes))
-        if cutmix > 0:
-            choices.append(v2.CutMix(alpha=cutmix, num_classes=num_classes))
-        self.mix = v2.RandomChoice(choices) if choices else None
-        self.p = p
+        self.num_classes, self.p = num_classes, p
+        self.kinds = [(kind, a) for kind, a in ((v2.MixUp, mixup), (v2.CutMix, cutmix)) if a > 0]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mix is None or torch.rand(()) >= self.p:
-            return x, y
-        return self.mix(x, y)
+    def forward(self, x: torch.Tensor, *targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.kinds or torch.rand(()) >= self.p:
+            return (x, *targets)
+        kind, alpha = self.kinds[int(torch.randint(len(self.kinds), ()))]
+        # Mix the faces as if each were its own class (labels 0..B-1): the soft "labels" that come
+        # back are the (B, B) mixing weights, which then mix every target, hard or soft, alike.
+        b = len(x)
+        x, weights = kind(alpha=alpha, num_classes=b)(x, torch.arange(b, device=x.device))
+        out = []
+        for t in targets:
+            t = F.one_hot(t, self.num_classes) if t.ndim == 1 else t
+            out.append(weights @ t.to(weights.dtype))
+        return (x, *out)

@@ -20,10 +20,20 @@ from emo.data.fer2013 import (
     SPLIT_NAMES,
     TEST,
     TRAIN,
+    USAGE_TO_SPLIT,
     VAL,
     FerArrays,
     load_fer2013,
 )
+from emo.data.ferplus import (
+    FERPLUS_NAME,
+    check_aligned,
+    find_ferplus,
+    load_ferplus,
+    mix_targets,
+    people_labels,
+)
+from emo.data.soft_targets import fingerprint
 from emo.data.transforms import build_augment, normalize_faces, preprocess_faces, resolve_augment
 from emo.errors import EmoError
 
@@ -31,20 +41,35 @@ log = logging.getLogger(__name__)
 
 
 class FaceDataset(Dataset):
-    """(N, 48, 48) uint8 faces and labels; optional albumentations pipeline, then normalisation."""
+    """(N, 48, 48) uint8 faces and labels; optional albumentations pipeline, then normalisation.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, preprocess: Mapping, augment=None):
+    Items are ``(face, target, *extras)``: the target is the label unless ``targets`` (soft
+    targets, (N, C)) replaces it; ``extras`` are further per-face tensors (e.g. a teacher's
+    probabilities, or FER+ people labels). ``labels`` always holds the hard labels.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        preprocess: Mapping,
+        augment=None,
+        targets: torch.Tensor | None = None,
+        extras: Sequence[torch.Tensor] = (),
+    ):
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.preprocess, self.augment = dict(preprocess), augment
+        self.targets, self.extras = (self.labels if targets is None else targets), list(extras)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         img = self.images[i]
         if self.augment is not None:
             img = self.augment(image=img)["image"]
-        return preprocess_faces(img, self.preprocess)[0], self.labels[i]  # (1, 48, 48), ()
+        face = preprocess_faces(img, self.preprocess)[0]  # (1, 48, 48)
+        return (face, self.targets[i], *(e[i] for e in self.extras))
 
 
 class TensorFaces(Dataset):
@@ -52,27 +77,37 @@ class TensorFaces(Dataset):
 
     Holds uint8 (N, 1, 48, 48) training faces for on-device augmentation, or normalised float
     faces for evaluation; ``to(device)`` makes them resident on the GPU.
+
+    Items are ``(face, target, *extras)`` as in :class:`FaceDataset`.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        extras: Sequence[torch.Tensor] = (),
+    ):
         self.images, self.labels = images, labels
+        self.targets, self.extras = (labels if targets is None else targets), list(extras)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return (self.images[i], self.targets[i], *(e[i] for e in self.extras))
 
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, ...]:
         i = torch.as_tensor(idx, device=self.images.device)
-        return self.images[i], self.labels[i.to(self.labels.device)]
+        j = i.to(self.labels.device)
+        return (self.images[i], self.targets[j], *(e[j] for e in self.extras))
 
     def to(self, device: torch.device) -> TensorFaces:
         self.images = self.images.to(device)
         return self
 
 
-def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch  # TensorFaces.__getitems__ already stacked it
 
 
@@ -103,6 +138,11 @@ class FER2013DataModule(L.LightningDataModule):
         split_seed: seed of that hold-out.
         mean: mean grey level of the training set on the 0..1 scale.
         std: its standard deviation.
+        ferplus_file: FER+ votes (``fer2013new.csv``); ``None`` looks beside the data. When found,
+            validation and test batches carry each face's people label (``emo.data.ferplus``)
+            as a third item, for the agreement-with-people metric.
+        ferplus_mix: beta; train on (1 - beta) * one-hot(FER-2013 label) + beta * FER+ votes over
+            the classes (soft targets). 0 trains on the FER-2013 labels alone.
     """
 
     def __init__(
@@ -119,6 +159,8 @@ class FER2013DataModule(L.LightningDataModule):
         split_seed: int = 0,
         mean: float = FER2013_MEAN,
         std: float = FER2013_STD,
+        ferplus_file: str | None = None,
+        ferplus_mix: float = 0.0,
     ):
         super().__init__()
         self.data_dir, self.cache_dir = str(data_dir), cache_dir
@@ -138,7 +180,12 @@ class FER2013DataModule(L.LightningDataModule):
         self.on_bad_row, self.val_fraction, self.split_seed = on_bad_row, val_fraction, split_seed
         #: Everything inference needs to turn a face crop into network input; saved in checkpoints.
         self.preprocess = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": mean, "std": std}
+        self.ferplus_file, self.ferplus_mix = ferplus_file, float(ferplus_mix)
+        if not 0.0 <= self.ferplus_mix <= 1.0:
+            raise EmoError(f"data.ferplus_mix={ferplus_mix} is not valid: give a weight between 0 and 1")
         self.datasets: dict[str, FaceDataset | TensorFaces] = {}
+        #: Per split, each face's people label (FER+ majority; -1: none of the classes), when found.
+        self.people: dict[str, np.ndarray] = {}
 
     @staticmethod
     def _check_classes(classes: Sequence[str] | None) -> list[str]:
@@ -181,11 +228,35 @@ class FER2013DataModule(L.LightningDataModule):
         for new, name in enumerate(self.class_names):
             remap[FER2013_CLASSES.index(name)] = new
         labels = remap[fer.labels]
-        out = {}
+        votes = self.load_votes(fer)
+        out, self._votes = {}, {}
         for code, name in zip((TRAIN, VAL, TEST), SPLIT_NAMES):
             keep = (split == code) & (labels >= 0)
             out[name] = (fer.images[keep], labels[keep])
+            if votes is not None:
+                self._votes[name] = votes[keep]
+                self.people[name] = people_labels(votes[keep], self.class_names)
         return out
+
+    def load_votes(self, fer: FerArrays) -> np.ndarray | None:
+        """FER+ votes row-aligned with ``fer`` (``None`` where the file is absent and not needed)."""
+        path = self.ferplus_file or find_ferplus(self.data_dir)
+        if path is None or not fer.official_val:
+            if self.ferplus_mix > 0:
+                raise EmoError(
+                    f"data.ferplus_mix={self.ferplus_mix} needs FER+ votes ({FERPLUS_NAME}) beside "
+                    f"the FER-2013 CSV in {self.data_dir}, or data.ferplus_file=PATH"
+                )
+            return None
+        try:
+            ferplus = load_ferplus(path)
+            check_aligned(ferplus, fer.split, USAGE_TO_SPLIT)
+        except EmoError as err:
+            if self.ferplus_mix > 0:
+                raise
+            log.warning("no agreement-with-people metric: %s", err)
+            return None
+        return ferplus.votes
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -194,11 +265,24 @@ class FER2013DataModule(L.LightningDataModule):
         for name, (x, y) in arrays.items():
             labels = torch.as_tensor(y, dtype=torch.long)
             if name != "train":  # normalised once; batches are slices
-                self.datasets[name] = TensorFaces(preprocess_faces(x, self.preprocess), labels)
-            elif self.device_augment:  # uint8; BatchAugment + normalisation after the transfer
-                self.datasets[name] = TensorFaces(torch.from_numpy(x).unsqueeze(1), labels)
+                extras = [torch.from_numpy(self.people[name])] if name in self.people else []
+                self.datasets[name] = TensorFaces(preprocess_faces(x, self.preprocess), labels, extras=extras)
+                continue
+            #: What stored soft targets must have been made for (``emo.data.soft_targets``).
+            self.train_fingerprint = fingerprint(x, y)
+            targets = None
+            if self.ferplus_mix > 0:
+                mixed = mix_targets(y, self._votes[name], self.class_names, self.ferplus_mix)
+                targets = torch.from_numpy(mixed)  # (N, C)
+                log.info(
+                    "training targets: %.2f x FER-2013 label + %.2f x FER+ votes",
+                    1 - self.ferplus_mix,
+                    self.ferplus_mix,
+                )
+            if self.device_augment:  # uint8; BatchAugment + normalisation after the transfer
+                self.datasets[name] = TensorFaces(torch.from_numpy(x).unsqueeze(1), labels, targets)
             else:
-                self.datasets[name] = FaceDataset(x, y, self.preprocess, self.train_augment)
+                self.datasets[name] = FaceDataset(x, y, self.preprocess, self.train_augment, targets)
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.datasets.items())
         log.info("FER-2013 %s: %s; classes %s", self.data_dir, sizes, ", ".join(self.class_names))
         if len(self.datasets["train"]) == 0:
@@ -224,8 +308,17 @@ class FER2013DataModule(L.LightningDataModule):
             drop_last=False,
         )
 
+    def add_train_targets(self, targets: torch.Tensor) -> None:
+        """Give every training face one more per-face target (e.g. a teacher's probabilities (N, C)),
+        delivered as the next item of each training batch and mixed along with the labels."""
+        self.setup()
+        train = self.datasets["train"]
+        if len(targets) != len(train):
+            raise EmoError(f"{len(targets)} extra targets for {len(train)} training faces")
+        train.extras.append(targets)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        x, y = batch
+        x, y, *extras = batch
         training = self.trainer is not None and self.trainer.training
         if x.dtype == torch.uint8:  # device_augment's training batches
             x = x.float().div_(255.0)
@@ -233,8 +326,8 @@ class FER2013DataModule(L.LightningDataModule):
                 x = self.batch_augment(x)
             x = normalize_faces(x, self.preprocess)
         if training:
-            x, y = self.batch_mix(x, y)
-        return x, y
+            x, y, *extras = self.batch_mix(x, y, *extras)
+        return (x, y, *extras)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,336 @@
+"""The CPU training queue: the runs listed in runs/queue.yaml, one after another, never idle.
+
+    python scripts/queue.py start      # in the background (what `make queue` does); log: QUEUE_DIR/queue.log
+    python scripts/queue.py status     # each run: done / running (epoch) / resumable / pending
+    python scripts/queue.py stop       # stop the runner and its training (the last epoch is kept)
+    python scripts/queue.py run        # in the foreground
+    python scripts/queue.py finish NAME   # score and pack a run that finished training
+    python scripts/queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
+                                       # so a session on another machine can resume it
+
+A run is skipped when its result is committed (``runs/NAME/result.json`` and ``runs/NAME/NAME.ckpt``).
+Otherwise its command runs with ``hydra.run.dir=QUEUE_DIR/NAME`` added, plus
+``ckpt_path=.../last.ckpt`` when an earlier attempt left one (or ``runs/NAME/resume.ckpt`` was
+committed). QUEUE_DIR is ``$EMO_QUEUE_DIR`` or ``~/.cache/emo/queue``: outside the work tree, so
+it survives a new checkout on the same machine. When training ends the runner scores the best
+checkpoint (chosen by the run's own monitor) on PublicTest with TTA none and flip, and commits:
+
+* ``runs/NAME/NAME.ckpt``       the weights in fp16 (``emo.weights.pack``) with those metrics;
+* ``runs/NAME/train_probs.pt``  its flip-TTA probabilities for every Training face (soft targets);
+* ``runs/NAME/val_probs.pt``    its PublicTest probabilities (none, flip), for choosing ensembles;
+* ``runs/NAME/result.json``     the command, epochs, wall time and PublicTest metrics.
+
+PrivateTest is never scored here: that happens once, for the models that enter the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs"
+QUEUE_FILE = RUNS / "queue.yaml"
+QUEUE_DIR = Path(os.environ.get("EMO_QUEUE_DIR", Path.home() / ".cache" / "emo" / "queue")).expanduser()
+PID_FILE = QUEUE_DIR / "runner.pid"
+LOG_FILE = QUEUE_DIR / "queue.log"
+DATA_DIR = os.environ.get("EMO_DATA_DIR", str(ROOT / "data" / "fer2013"))
+
+
+def say(msg: str) -> None:
+    print(f"[{dt.datetime.now():%Y-%m-%d %H:%M:%S}] {msg}", flush=True)
+
+
+def load_queue() -> list[dict]:
+    entries = yaml.safe_load(QUEUE_FILE.read_text())["runs"]
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        sys.exit(f"{QUEUE_FILE}: run names must be unique")
+    for e in entries:
+        if not e["command"].startswith("python -m emo.train "):
+            sys.exit(f"{QUEUE_FILE}: run {e['name']}'s command must start with 'python -m emo.train'")
+    return entries
+
+
+def is_done(name: str) -> bool:
+    return (RUNS / name / "result.json").is_file() and (RUNS / name / f"{name}.ckpt").is_file()
+
+
+def run_dir(name: str) -> Path:
+    return QUEUE_DIR / name
+
+
+def last_ckpt(name: str) -> Path | None:
+    """The checkpoint to resume from: this machine's last.ckpt, else a committed resume.ckpt."""
+    local = run_dir(name) / "checkpoints" / "last.ckpt"
+    committed = RUNS / name / "resume.ckpt"
+    if not local.is_file() and committed.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(committed, local)
+    return local if local.is_file() else None
+
+
+def resumable(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed by today's code, or None when it can."""
+    import torch
+
+    from emo.errors import EmoError
+    from emo.module import module_from_checkpoint, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path)
+        module_from_checkpoint(ckpt, path)
+        if "optimizer_states" not in ckpt or "loops" not in ckpt:
+            return "it holds weights only (no optimizer or loop state)"
+    except EmoError as err:
+        return str(err)
+    except Exception as err:  # anything else torch or Lightning raises on a foreign file
+        return f"{type(err).__name__}: {err}"
+    del torch
+    return None
+
+
+def epoch_of(path: Path) -> int | None:
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("epoch", -1)) + 1
+    except Exception:
+        return None
+
+
+# ------------------------------------------------------------------------------------- running
+def train(entry: dict) -> bool:
+    name = entry["name"]
+    out = run_dir(name)
+    out.mkdir(parents=True, exist_ok=True)
+    args = shlex.split(entry["command"])[3:] + [f"hydra.run.dir={out}"]
+    last = last_ckpt(name)
+    if last is not None:
+        why = resumable(last)
+        if why is None:
+            say(f"{name}: resuming from {last} (epoch {epoch_of(last)})")
+            args.append(f"ckpt_path={last}")
+        else:
+            stale = out.with_name(f"{name}.stale-{dt.datetime.now():%Y%m%d-%H%M%S}")
+            say(f"{name}: cannot resume {last}: {why}; moved to {stale}, starting afresh")
+            out.rename(stale)
+            out.mkdir(parents=True)
+    else:
+        say(f"{name}: starting: {entry['command']}")
+    timing = out / "queue_time.json"
+    spent = json.loads(timing.read_text())["wall_s"] if timing.is_file() else 0.0
+    start = time.time()
+    with open(out / "train.log", "a") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emo.train", *args], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
+        )
+        stop = lambda *_: proc.send_signal(signal.SIGTERM)  # noqa: E731
+        signal.signal(signal.SIGTERM, stop)
+        rc = proc.wait()
+    timing.write_text(json.dumps({"wall_s": spent + time.time() - start}) + "\n")
+    if rc != 0:
+        say(f"{name}: training exited with {rc}; see {out / 'train.log'}")
+        return False
+    return True
+
+
+def finish(entry: dict, commit: bool = True) -> dict:
+    """Score the run's best checkpoint on PublicTest, pack it and its probabilities, commit."""
+    from emo.data import FER2013DataModule
+    from emo.data.soft_targets import save_soft_targets
+    from emo.evaluate import split_probs
+    from emo.metrics import agreement
+    from emo.module import load_checkpoint
+    from emo.weights import pack
+
+    name, out = entry["name"], run_dir(entry["name"])
+    summary = json.loads((out / "metrics.json").read_text())
+    best = summary["checkpoint"]
+    model = load_checkpoint(best)
+    pre = model.preprocess
+    dm = FER2013DataModule(
+        data_dir=DATA_DIR, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"]
+    )
+    dm.setup()
+    labels = dm.datasets["val"].labels
+    val, probs = {}, {}
+    for tta in ("none", "flip"):
+        p = split_probs(model, dm, "val", tta)
+        probs[tta] = p.half()
+        val[tta] = {"accuracy": float((p.argmax(1) == labels).float().mean())}
+        val[tta]["macro_f1"] = _macro_f1(p.argmax(1), labels, len(model.class_names))
+        if "val" in dm.people:
+            val[tta].update(agreement(p.numpy(), dm.people["val"]))
+    tta = max(val, key=lambda t: val[t]["accuracy"])  # chosen on PublicTest
+    dest = RUNS / name
+    dest.mkdir(parents=True, exist_ok=True)
+    hp = model.hparams
+    wall = (
+        json.loads((out / "queue_time.json").read_text())["wall_s"]
+        if (out / "queue_time.json").is_file()
+        else None
+    )
+    result = {
+        "name": name,
+        "command": entry["command"],
+        "why": entry.get("why", ""),
+        "arch": hp.arch,
+        "params": sum(p.numel() for p in model.net.parameters()),
+        "epochs": summary.get("epochs"),
+        "best_epoch": _epoch_in(best),
+        "monitor": summary.get("best"),
+        "publictest": val,
+        "tta": tta,
+        "wall_hours": round(wall / 3600, 2) if wall else None,
+        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    pack(best, dest / f"{name}.ckpt", {"split": "val", "publictest": val, "tta": tta}, fp16=True)
+    train_p = split_probs(model, dm, "train", "flip")
+    save_soft_targets(
+        dest / "train_probs.pt", train_p, model.class_names, dm.train_fingerprint, members=[name], tta="flip"
+    )
+    import torch
+
+    torch.save({"class_names": model.class_names, **probs}, dest / "val_probs.pt")
+    (dest / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    (dest / "resume.ckpt").unlink(missing_ok=True)
+    say(f"{name}: PublicTest {val['none']['accuracy']:.2%} (none), {val['flip']['accuracy']:.2%} (flip)")
+    if commit:
+        git_commit(dest, f"queue: {name} done, PublicTest {val[tta]['accuracy']:.2%} ({tta} TTA)")
+    return result
+
+
+def _macro_f1(pred, labels, c: int) -> float:
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    return float(multiclass_f1_score(pred, labels, c, average="macro"))
+
+
+def _epoch_in(path: str) -> int | None:
+    import re
+
+    m = re.search(r"epoch(\d+)", Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def git_commit(path: Path, message: str) -> None:
+    """Commit ``path`` alone (other staged work is left as it is); retried while git is busy."""
+    for _ in range(30):
+        add = subprocess.run(["git", "add", "-A", "--", str(path)], cwd=ROOT, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT, capture_output=True, text=True
+        )
+        if done and done.returncode == 0:
+            say(f"committed {path.relative_to(ROOT)}: {message}")
+            return
+        time.sleep(10)  # another git process holds the index lock
+    say(f"could not commit {path}: commit it by hand")
+
+
+def run_queue(commit: bool = True) -> None:
+    for entry in load_queue():
+        if is_done(entry["name"]):
+            continue
+        if train(entry):
+            try:
+                finish(entry, commit)
+            except Exception as err:  # keep the queue going; the run can be finished by hand
+                say(f"{entry['name']}: finishing failed ({type(err).__name__}: {err}); retry with `finish`")
+    say("queue empty: every run is done (add runs to runs/queue.yaml)")
+
+
+# ------------------------------------------------------------------------------------ control
+def running_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def start() -> None:
+    pid = running_pid()
+    if pid:
+        print(f"the queue is already running (pid {pid}); log: {LOG_FILE}")
+        return
+    QUEUE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOG_FILE, "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "run"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    PID_FILE.write_text(str(proc.pid))
+    print(f"queue started (pid {proc.pid}); follow it with: tail -f {LOG_FILE}")
+
+
+def stop() -> None:
+    pid = running_pid()
+    if not pid:
+        print("the queue is not running")
+        return
+    os.killpg(pid, signal.SIGTERM)  # the runner and its training (its own session)
+    print(f"stopped the queue (pid {pid}); `make queue` resumes from the last epoch")
+
+
+def status() -> None:
+    pid = running_pid()
+    print(f"runner: {'pid ' + str(pid) if pid else 'not running'}; run dirs: {QUEUE_DIR}")
+    for e in load_queue():
+        name = e["name"]
+        if is_done(name):
+            r = json.loads((RUNS / name / "result.json").read_text())
+            acc = r["publictest"][r["tta"]]["accuracy"]
+            state = f"done: PublicTest {acc:.2%} ({r['tta']})"
+        else:
+            last = run_dir(name) / "checkpoints" / "last.ckpt"
+            state = f"epoch {epoch_of(last)} saved" if last.is_file() else "pending"
+        print(f"  {name:<24} {state}")
+
+
+def save() -> None:
+    """Commit each unfinished run's last.ckpt so another machine can resume it."""
+    for e in load_queue():
+        last = run_dir(e["name"]) / "checkpoints" / "last.ckpt"
+        if is_done(e["name"]) or not last.is_file():
+            continue
+        dest = RUNS / e["name"] / "resume.ckpt"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(last, dest)
+        git_commit(dest.parent, f"queue: {e['name']} resumable at epoch {epoch_of(last)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["start", "stop", "status", "run", "finish", "save"])
+    parser.add_argument("name", nargs="?", help="the run to finish")
+    parser.add_argument("--no-commit", action="store_true", help="write results but do not commit them")
+    args = parser.parse_args()
+    if args.action == "finish":
+        entries = {e["name"]: e for e in load_queue()}
+        if args.name not in entries:
+            sys.exit(f"no run named {args.name!r} in {QUEUE_FILE}")
+        finish(entries[args.name], not args.no_commit)
+    elif args.action == "run":
+        run_queue(not args.no_commit)
+    else:
+        {"start": start, "stop": stop, "status": status, "save": save}[args.action]()
+
+
+if __name__ == "__main__":
+    main()

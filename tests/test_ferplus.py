@@ -1,0 +1,222 @@
+"""FER+ votes: people labels, mixed targets, the agreement metric; stored soft targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emo.data import FER2013DataModule
+from emo.data.batch_augment import BatchMix
+from emo.data.fer2013 import FER2013_CLASSES
+from emo.data.ferplus import FERPLUS_COLUMNS, load_ferplus, mix_targets, people_labels, vote_distribution
+from emo.data.soft_targets import load_soft_targets, save_soft_targets
+from emo.distill import main as distill_main
+from emo.errors import EmoError
+from emo.evaluate import evaluate
+from emo.module import load_checkpoint
+from emo.train import train
+from emo.utils import resolve_precision
+from tests.conftest import compose_cfg, write_csv
+
+HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+
+
+def votes_for(label: int, kind: int) -> list[int]:
+    """Ten votes in FER+ column order: mostly the FER-2013 label; some faces disagree."""
+    v = [0] * 10
+    col = FERPLUS_COLUMNS.index(FER2013_CLASSES[label])
+    if kind == 0:  # people agree
+        v[col] = 8
+        v[(col + 1) % 7] = 2
+    elif kind == 1:  # people see another of the seven
+        v[(col + 2) % 7] = 6
+        v[col] = 4
+    else:  # contempt majority: no people label among the seven
+        v[FERPLUS_COLUMNS.index("contempt")] = 7
+        v[col] = 3
+    return v
+
+
+def write_ferplus(path, rows) -> list[list[int]]:
+    all_votes = []
+    with open(path, "w") as f:
+        f.write(HEADER + "\n")
+        for i, (label, _, usage) in enumerate(rows):
+            v = votes_for(label, i % 3)
+            all_votes.append(v)
+            f.write(f"{usage},fer{i:07d}.png,{','.join(map(str, v))}\n")
+    return all_votes
+
+
+@pytest.fixture(scope="module")
+def ferplus_dir(tmp_path_factory, fer_rows):
+    root = tmp_path_factory.mktemp("ferplus")
+    write_csv(root / "fer2013.csv", fer_rows)
+    write_ferplus(root / "fer2013new.csv", fer_rows)
+    return root
+
+
+def test_people_labels_ties_go_to_the_earlier_column_and_other_majorities_drop():
+    v = np.zeros((4, 10), dtype=np.uint8)
+    v[0, [1, 4]] = 5  # happy 5 = angry 5: happy's column comes first
+    v[1, 8] = 6  # unknown majority
+    v[2, 7], v[2, 0] = 6, 4  # contempt majority
+    v[3, 5] = 10  # disgust
+    classes = list(FER2013_CLASSES)
+    assert people_labels(v, classes).tolist() == [classes.index("happy"), -1, -1, classes.index("disgust")]
+    # contempt becomes a people label when the model has that class
+    assert people_labels(v, [*classes, "contempt"])[2] == 7
+
+
+def test_mix_targets_blend_onehot_and_votes_and_keep_voteless_faces_hard():
+    v = np.zeros((3, 10), dtype=np.uint8)
+    v[0, FERPLUS_COLUMNS.index("happy")], v[0, FERPLUS_COLUMNS.index("surprise")] = 6, 2
+    v[0, FERPLUS_COLUMNS.index("unknown")] = 2  # dropped, the rest renormalised
+    v[1, FERPLUS_COLUMNS.index("no_face")] = 10  # no vote for any class
+    v[2, FERPLUS_COLUMNS.index("sad")] = 10
+    classes = list(FER2013_CLASSES)
+    labels = np.array([classes.index("happy"), classes.index("angry"), classes.index("fear")])
+    dist = vote_distribution(v, classes)
+    assert dist[0, classes.index("happy")] == pytest.approx(0.75) and dist[1].sum() == 0
+    t = mix_targets(labels, v, classes, 0.4)
+    np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+    assert t[0, classes.index("happy")] == pytest.approx(0.6 + 0.4 * 0.75)
+    assert t[1, classes.index("angry")] == 1.0  # no votes: the FER-2013 label alone
+    assert t[2, classes.index("fear")] == pytest.approx(0.6) and t[2, classes.index("sad")] == pytest.approx(
+        0.4
+    )
+    np.testing.assert_array_equal(mix_targets(labels, v, classes, 0.0), np.eye(7, dtype=np.float32)[labels])
+    with pytest.raises(EmoError, match="between 0 and 1"):
+        mix_targets(labels, v, classes, 1.5)
+
+
+def test_bad_ferplus_files_are_one_line_errors(tmp_path):
+    with pytest.raises(EmoError, match="not found"):
+        load_ferplus(tmp_path / "fer2013new.csv")
+    (tmp_path / "a.csv").write_text("emotion,pixels,Usage\n0,1 2,Training\n")
+    with pytest.raises(EmoError, match="is not FER\\+"):
+        load_ferplus(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text(HEADER + "\nTraining,x.png,1,2,3\n")
+    with pytest.raises(EmoError, match="line 2: not a FER\\+ vote row"):
+        load_ferplus(tmp_path / "b.csv")
+
+
+def test_datamodule_serves_people_labels_and_mixed_targets(ferplus_dir, fer_rows):
+    dm = FER2013DataModule(data_dir=str(ferplus_dir), augment=None, ferplus_mix=0.5, batch_size=8)
+    dm.setup()
+    val_rows = [(lab, i) for i, (lab, _, u) in enumerate(fer_rows) if u == "PublicTest"]
+    # votes_for: kind 0 agrees, kind 1 votes for the FER+ column two to the right, kind 2 contempt
+    cols = [FERPLUS_COLUMNS[(FERPLUS_COLUMNS.index(FER2013_CLASSES[lab]) + 2) % 7] for lab, _ in val_rows]
+    expected = [
+        lab if i % 3 == 0 else (-1 if i % 3 == 2 else FER2013_CLASSES.index(c))
+        for (lab, i), c in zip(val_rows, cols)
+    ]
+    np.testing.assert_array_equal(dm.people["val"], expected)
+    x, y, people = next(iter(dm.val_dataloader()))
+    assert y.dtype == torch.long and people.tolist() == expected[:8]
+    xt, yt = next(iter(dm.train_dataloader()))
+    assert yt.shape == (8, 7) and torch.allclose(yt.sum(1), torch.ones(8))
+    assert set(dm.datasets["train"].labels.tolist()) <= set(range(7))  # hard labels kept for counts
+
+
+def test_misaligned_votes_are_an_error_only_when_needed(tmp_path, fer_rows):
+    write_csv(tmp_path / "fer2013.csv", fer_rows)
+    write_ferplus(tmp_path / "fer2013new.csv", fer_rows[:-1])  # a row short
+    dm = FER2013DataModule(data_dir=str(tmp_path), augment=None)
+    dm.setup()
+    assert dm.people == {} and len(next(iter(dm.val_dataloader()))) == 2
+    with pytest.raises(EmoError, match="does not line up"):
+        FER2013DataModule(data_dir=str(tmp_path), augment=None, ferplus_mix=0.3).setup()
+    with pytest.raises(EmoError, match="needs FER\\+ votes"):
+        FER2013DataModule(data_dir=str(tmp_path / "nowhere"), ferplus_mix=0.3).load_votes(dm.load_arrays())
+
+
+def test_people_run_selects_on_agreement_and_evaluate_reports_it(ferplus_dir, fer_rows, tmp_path):
+    out = tmp_path / "people"
+    overrides = ["trainer.max_epochs=2", "logger={}", "data.ferplus_mix=0.5", "monitor=val/agree_ok"]
+    train(compose_cfg([*overrides, "+model.agree_min_acc=0.0"], out, ferplus_dir))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["best"]) == {"val/agree_ok"} and 0 <= saved["best"]["val/agree_ok"] <= 1
+    assert 0 <= saved["agreement"] <= 1  # the test stage reports it too
+    ev = evaluate(compose_cfg([f"ckpt_path={saved['checkpoint']}"], tmp_path / "ev", ferplus_dir, "evaluate"))
+    counted = sum(1 for i, (_, _, u) in enumerate(fer_rows) if u == "PrivateTest" and i % 3 != 2)
+    assert ev["agreement"] == pytest.approx(saved["agreement"]) and ev["agreement_n"] == counted
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, fer_dir):
+    out = tmp_path_factory.mktemp("teacher")
+    train(compose_cfg(["trainer.max_epochs=1", "logger={}", "test=false"], out, fer_dir))
+    return str(next((out / "checkpoints").glob("best*.ckpt")))
+
+
+def test_stored_targets_match_the_live_teacher_and_train_a_student(teacher, fer_dir, tmp_path):
+    targets = tmp_path / "t.pt"
+    distill_main([teacher, "--out", str(targets), "--tta", "none", "--data-dir", str(fer_dir)])
+    dm = FER2013DataModule(data_dir=str(fer_dir), augment=None)
+    dm.setup()
+    n = len(dm.datasets["train"])
+    probs = load_soft_targets(targets, dm.class_names, dm.train_fingerprint, n)
+    t = load_checkpoint(teacher)
+    x = dm.datasets["train"]
+    live = t.predict_proba(torch.stack([x[i][0] for i in range(n)]))
+    torch.testing.assert_close(probs, live, atol=2e-3, rtol=0)  # fp16 storage
+    # p ** (1/T), renormalised, is the teacher's softmax at temperature T
+    student = load_checkpoint(teacher)
+    student.distill_temperature, student._teachers = 3.0, [t]
+    faces = torch.stack([x[i][0] for i in range(4)])
+    logits = student(faces)
+    stored = t.predict_proba(faces)
+    torch.testing.assert_close(
+        student._distill_loss(logits, faces, stored), student._distill_loss(logits, faces)
+    )
+
+    out = tmp_path / "student"
+    run = ["trainer.max_epochs=1", "logger={}", "test=false", "experiment=vgg_s_distill", "model=cnn3"]
+    train(compose_cfg([*run, f"model.distill_targets={targets}"], out, fer_dir))
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt").hparams.distill_targets == str(targets)
+    with pytest.raises(EmoError, match="distillation needs teachers"):
+        train(compose_cfg(run, tmp_path / "none", fer_dir))
+    with pytest.raises(EmoError, match="not both"):
+        train(
+            compose_cfg(
+                [*run, f"model.distill_targets={targets}", f"model.distill_from=[{teacher}]"],
+                tmp_path / "b",
+                fer_dir,
+            )
+        )
+
+
+def test_soft_targets_refuse_another_training_set_or_class_list(tmp_path):
+    path = save_soft_targets(tmp_path / "t.pt", torch.full((5, 7), 1 / 7), FER2013_CLASSES, "abc")
+    assert load_soft_targets(path, FER2013_CLASSES, "abc", 5).shape == (5, 7)
+    with pytest.raises(EmoError, match="another training set"):
+        load_soft_targets(path, FER2013_CLASSES, "xyz", 5)
+    with pytest.raises(EmoError, match="are for classes"):
+        load_soft_targets(path, FER2013_CLASSES[:5], "abc", 5)
+    torch.save({"x": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(EmoError, match="not an emo soft-target file"):
+        load_soft_targets(tmp_path / "foreign.pt", FER2013_CLASSES, "abc", 5)
+
+
+def test_batch_mix_mixes_soft_and_extra_targets_with_the_same_weights():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 48, 48)
+    y = torch.arange(16) % 7
+    teacher = torch.softmax(torch.randn(16, 7), -1)
+    for _ in range(5):
+        xm, ym, tm = BatchMix(7, mixup=0.4, cutmix=1.0, p=1.0)(x, y, teacher)
+        assert ym.shape == tm.shape == (16, 7)
+        torch.testing.assert_close(ym.sum(1), torch.ones(16))
+        torch.testing.assert_close(tm.sum(1), torch.ones(16))
+        # the weight on a face's own label is the weight on its own teacher distribution
+        own = ym[torch.arange(16), y]
+        assert (own >= 0.0).all() and not torch.equal(xm, x)
+
+
+def test_precision_auto_picks_a_real_lightning_precision():
+    assert resolve_precision("auto") in {"bf16-mixed", "32-true"}
+    assert resolve_precision("16-mixed") == "16-mixed"
