@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -253,3 +257,40 @@ def test_cli_defaults_and_detector_passing(monkeypatch):
     ]
     with pytest.raises(SystemExit):
         serve.parse_args(["--detector", "mtcnn"])
+
+
+@pytest.mark.slow
+def test_200_requests_from_8_clients_all_answered():
+    """The real command line, on 127.0.0.1: 8 clients x 25 uploads, none lost, server alive."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "emo.inference.serve", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "emo-serve did not start within 2 minutes"
+                time.sleep(0.5)
+
+        def client(_: int) -> list[httpx.Response]:
+            with httpx.Client(base_url=url, timeout=120) as c:
+                return [c.post("/predict", files={"file": ("a.png", ASTRONAUT)}) for _ in range(25)]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [r for rs in pool.map(client, range(8)) for r in rs]
+        assert len(answers) == 200
+        assert [r.status_code for r in answers] == [200] * 200
+        assert {tuple(f["label"] for f in r.json()["faces"]) for r in answers} == {("happy",)}
+        assert httpx.get(f"{url}/health").json()["status"] == "ok" and proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
