@@ -23,7 +23,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
 from emo.inference import serve  # noqa: E402
-from emo.samples import moving_face_frames  # noqa: E402
+from emo.samples import moving_face_frames, sample_path  # noqa: E402
 
 CHROMIUM = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -109,6 +109,19 @@ def test_page_shows_a_labelled_face_box_from_the_camera(tmp_path):
             items = page.locator("#faces li").all_inner_texts()
             page.screenshot(path=str(out / "serve_page.png"))
             status = page.locator("#status").inner_text()
+            # the upload form: a photo replaces the camera view
+            page.set_input_files("#file", str(sample_path("astronaut")))
+            page.click("#upload button[type=submit]")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('astronaut.png')"
+            )
+            photo_status = page.locator("#status").inner_text()
+            photo_items = page.locator("#faces li").all_inner_texts()
+            page.screenshot(path=str(out / "serve_photo.png"))
+            # the API docs render from emo's own files (this browser has no internet)
+            page.goto(server.url + "/docs")
+            page.wait_for_selector("text=/predict", timeout=30_000)
+            page.screenshot(path=str(out / "serve_docs.png"))
         finally:
             browser.close()
     print(f"screenshot: {out / 'serve_page.png'}")
@@ -120,3 +133,5 @@ def test_page_shows_a_labelled_face_box_from_the_camera(tmp_path):
     expected = [int(drawn["color"][i : i + 2], 16) for i in (1, 3, 5)]
     assert drawn["pixel"] == expected, f"box edge is {drawn['pixel']}, not the label's colour {expected}"
     assert status.startswith("Live:"), status
+    assert photo_status == "astronaut.png: 1 face(s) in 256×256 px."
+    assert photo_items == ["happy 86% at (77, 63), 104×104 px"]

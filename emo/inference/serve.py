@@ -12,7 +12,7 @@
   ``ms``. Latest frame wins: a frame that arrives while the previous one is being classified
   replaces any frame still waiting, so a slow client never builds a queue.
 - ``GET /``: the webcam page (``static/``); ``/docs``: the OpenAPI docs, with Swagger UI served
-  from the ``swagger-ui-bundle`` wheel. Nothing comes from a CDN: it all works offline.
+  from the ``fastapi-offline`` wheel. Nothing comes from a CDN: it all works offline.
 
 Bad input is answered with one-line ``detail``: not an image or a corrupt one: 415; a missing
 field or bad ``tta``: 422; an upload over ``--max-upload-mb``: 413; an image over
@@ -46,11 +46,10 @@ try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile, WebSocket
     from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline
     from starlette.websockets import WebSocketDisconnect
-    from swagger_ui_bundle import swagger_ui_path
 except ImportError as err:
     MISSING: str | None = err.name
 else:
@@ -151,15 +150,15 @@ def create_app(
             )
         return await asyncio.get_running_loop().run_in_executor(pool, predict_bytes, data, tta)
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs page loads Swagger UI (5.x: OpenAPI 3.1) from its wheel.
+    app = FastAPIOffline(
         title="emo",
         summary="Facial-expression recognition: faces and the probability of each emotion.",
         version="0.1.0",
-        docs_url=None,  # served below from local files instead of a CDN
         redoc_url=None,
+        static_url="/docs-assets",
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.exception_handler(RequestValidationError)
     async def one_line(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -173,16 +172,6 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title="emo API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
