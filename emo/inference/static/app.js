@@ -1,6 +1,7 @@
 // emo's page: camera frames go to /live over a WebSocket, one frame in flight at a time (the
-// server answers the newest one), and the faces it returns are drawn on the canvas over the
-// video; a photo goes to /predict. Everything here is served by emo itself: no CDN.
+// server answers the newest one); each answer is drawn over the very frame it belongs to, so a
+// box never trails a moving face. A photo goes to /predict. Everything here is served by emo
+// itself: no CDN.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +16,8 @@ let classes = [];
 let video = null;   // the camera, once started
 let photo = null;   // an uploaded photo (ImageBitmap) while it is shown
 let socket = null;
+let sent = null;    // the frame in flight (ImageBitmap)
+let shown = null;   // the frame whose faces are drawn
 let faces = [];     // the latest answer's faces
 let inFlight = false;
 let answered = [];  // times of the last second's answers, for FPS
@@ -40,12 +43,13 @@ function listFaces(list) {
   }));
 }
 
-function drawFaces(list, scale) {
+// k: canvas pixels per image pixel; scale: how much larger than at 640 px to draw lines and text
+function drawFaces(list, k, scale) {
   const line = Math.max(3, Math.round(3 * scale));
   ctx.font = `${Math.round(16 * scale)}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   for (const f of list) {
-    const [x, y, w, h] = f.box;
+    const [x, y, w, h] = f.box.map((v) => v * k);
     const color = colorOf(f.label);
     ctx.lineWidth = line;
     ctx.strokeStyle = color;
@@ -87,14 +91,16 @@ function drawFps(scale) {
 }
 
 function draw() {
-  const source = photo || video;
+  const source = photo || shown || video;
   if (source) {
     const w = source.videoWidth || source.width, h = source.videoHeight || source.height;
     if (w && h) {
-      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-      const scale = Math.max(1, w / 640);
-      ctx.drawImage(source, 0, 0);
-      drawFaces(faces, scale);
+      const k = Math.max(1, 640 / w); // a small photo is shown 640 px wide, so its bars fit beside the face
+      const cw = Math.round(w * k), ch = Math.round(h * k);
+      if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+      const scale = Math.max(1, cw / 640);
+      ctx.drawImage(source, 0, 0, cw, ch);
+      drawFaces(faces, k, scale);
       if (!photo) drawFps(scale);
     }
   }
@@ -104,11 +110,14 @@ function draw() {
 function sendFrame() {
   if (!video || photo || inFlight || !socket || socket.readyState !== WebSocket.OPEN) return;
   if (!video.videoWidth) { setTimeout(sendFrame, 50); return; }
-  grab.width = video.videoWidth;
-  grab.height = video.videoHeight;
-  grab.getContext("2d").drawImage(video, 0, 0);
   inFlight = true;
-  grab.toBlob((blob) => socket.send(blob), "image/jpeg", 0.85);
+  createImageBitmap(video).then((frame) => {
+    grab.width = frame.width;
+    grab.height = frame.height;
+    grab.getContext("2d").drawImage(frame, 0, 0);
+    sent = frame;
+    grab.toBlob((blob) => socket.send(blob), "image/jpeg", 0.85);
+  });
 }
 
 function openSocket() {
@@ -124,6 +133,8 @@ function openSocket() {
     if (answer.error) {
       status(answer.error, true);
     } else if (!photo) {
+      if (shown && shown !== sent) shown.close();
+      shown = sent;
       faces = answer.faces;
       answered.push(performance.now());
       listFaces(faces);
@@ -147,6 +158,7 @@ async function startCamera() {
     return;
   }
   photo = null;
+  shown = null;
   faces = [];
   $("camera").textContent = "Restart camera";
   openSocket();
