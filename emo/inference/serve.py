@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from emo import __version__
 from emo.errors import EmoError, exit_on_emo_error
 from emo.module import TTA_MODES
 from emo.recognizer import BACKENDS, EmotionRecognizer, resolve_checkpoint
@@ -154,7 +155,7 @@ def create_app(
     app = FastAPIOffline(
         title="emo",
         summary="Facial-expression recognition: faces and the probability of each emotion.",
-        version="0.1.0",
+        version=__version__,
         redoc_url=None,
         static_url="/docs-assets",
     )
