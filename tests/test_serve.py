@@ -257,6 +257,9 @@ def test_cli_defaults_and_detector_passing(monkeypatch):
     ]
     with pytest.raises(SystemExit):
         serve.parse_args(["--detector", "mtcnn"])
+    with pytest.raises(SystemExit) as done:
+        serve.cli(["--help"])
+    assert done.value.code == 0
 
 
 @pytest.mark.slow

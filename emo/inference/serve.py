@@ -296,7 +296,10 @@ def cli(argv: list[str] | None = None) -> None:
     max_upload = int(args.max_upload_mb * 2**20)
     app = create_app(recognizer, max_upload=max_upload, max_pixels=args.max_pixels)
     print(f"emo-serve: {recognizer!r} on http://{args.host}:{args.port}/ (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=max_upload + 1024)
+    # Frames up to twice the limit are read and answered {"error": ...}; bigger ones are cut off
+    # by the WebSocket layer itself (close code 1009), so nobody can make the server buffer more.
+    ws_max = 2 * max_upload
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=ws_max)
 
 
 if __name__ == "__main__":
