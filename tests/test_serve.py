@@ -162,8 +162,18 @@ def test_page_docs_and_assets_are_served_without_a_cdn(client):
     assert {"/health", "/predict"} <= set(spec["paths"])
 
 
+def test_live_searches_faces_with_the_video_settings(recognizer):
+    live = serve.video_recognizer(recognizer)
+    assert live.backend is recognizer.backend and live.class_names == recognizer.class_names
+    assert (live.detector.max_side, live.detector.min_face) == (320, 80)  # emo.realtime's
+    assert (recognizer.detector.max_side, recognizer.detector.min_face) == (640, 32)  # photos'
+    stub = SlowRecognizer(delay=0.01)
+    assert serve.video_recognizer(stub) is stub
+
+
 def test_live_answers_each_frame_and_survives_bad_ones(client, recognizer):
-    expected = [f.as_dict() for f in recognizer.predict(str(sample_path("astronaut")))]
+    live = serve.video_recognizer(recognizer)
+    expected = [f.as_dict() for f in live.predict(str(sample_path("astronaut")))]
     with client.websocket_connect("/live") as ws:
         ws.send_bytes(ASTRONAUT)
         first = ws.receive_json()

@@ -7,10 +7,11 @@
 - ``GET /health``: ``{"status": "ok", "model", "backend", "classes"}``.
 - ``POST /predict`` (multipart field ``file``, query ``tta=none|flip|tencrop``):
   ``{"faces": [{"box": [x, y, w, h], "label", "scores": {class: p}}], "width", "height"}``.
-- ``WS /live?tta=``: binary JPEG/PNG frames in; each frame processed is answered with the same
-  JSON plus ``frame`` (its number on this connection), ``dropped`` (frames overwritten so far) and
-  ``ms``. Latest frame wins: a frame that arrives while the previous one is being classified
-  replaces any frame still waiting, so a slow client never builds a queue.
+- ``WS /live?tta=``: binary JPEG/PNG frames in (faces searched for as ``emo.realtime`` does in
+  video: 80 px and up); each frame processed is answered with the same JSON plus ``frame`` (its
+  number on this connection), ``dropped`` (frames overwritten so far) and ``ms``. Latest frame
+  wins: a frame that arrives while the previous one is being classified replaces any frame
+  still waiting, so a slow client never builds a queue.
 - ``GET /``: the webcam page (``static/``); ``/docs``: the OpenAPI docs, with Swagger UI served
   from the ``fastapi-offline`` wheel. Nothing comes from a CDN: it all works offline.
 
@@ -41,7 +42,8 @@ from PIL import Image, UnidentifiedImageError
 from emo import __version__
 from emo.errors import EmoError, exit_on_emo_error
 from emo.module import TTA_MODES
-from emo.recognizer import BACKENDS, EmotionRecognizer, resolve_checkpoint
+from emo.realtime import REALTIME_DETECTOR
+from emo.recognizer import BACKENDS, EmotionRecognizer, FaceDetector, resolve_checkpoint
 
 try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
@@ -122,8 +124,25 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def video_recognizer(recognizer: EmotionRecognizer) -> EmotionRecognizer:
+    """``recognizer``'s network with ``emo.realtime``'s face search for video frames.
+
+    A webcam face is 100-250 px, so /live looks for faces of 80 px and up on a <= 320 px copy
+    (``REALTIME_DETECTOR``): on a 640x480 frame that search takes ~1/5 of the photo settings'
+    (faces down to 32 px, <= 640 px copy), which /predict keeps.
+    """
+    if type(getattr(recognizer, "detector", None)) is not FaceDetector:
+        return recognizer  # another detector: its own settings serve both
+    detector = FaceDetector(**{**REALTIME_DETECTOR, "framing": recognizer.detector.framing})
+    r = recognizer
+    return EmotionRecognizer(r.backend, r.class_names, r.preprocess, detector, r.source)
+
+
 def create_app(
-    recognizer: EmotionRecognizer, max_upload: int = MAX_UPLOAD, max_pixels: int = MAX_PIXELS
+    recognizer: EmotionRecognizer,
+    max_upload: int = MAX_UPLOAD,
+    max_pixels: int = MAX_PIXELS,
+    live_recognizer: EmotionRecognizer | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (see the module docstring for the endpoints).
 
@@ -131,6 +150,7 @@ def create_app(
         recognizer: what classifies; loaded once, shared by every request.
         max_upload: largest accepted image file (bytes), for ``/predict`` and each ``/live`` frame.
         max_pixels: largest accepted image (width x height).
+        live_recognizer: what classifies ``/live`` frames; default: ``video_recognizer(recognizer)``.
     """
     if MISSING:
         raise EmoError(f"emo-serve needs the serve extra ({MISSING} is missing): pip install 'emo[serve]'")
@@ -139,17 +159,19 @@ def create_app(
     # /health and the page answer while predictions run.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emo-infer")
 
-    def predict_bytes(data: bytes, tta: str) -> dict[str, Any]:
+    live_recognizer = live_recognizer or video_recognizer(recognizer)
+
+    def predict_bytes(data: bytes, tta: str, model: EmotionRecognizer) -> dict[str, Any]:
         image = decode_image(data, max_pixels)
-        faces = recognizer.predict(image, tta=tta)
+        faces = model.predict(image, tta=tta)
         return {"faces": [f.as_dict() for f in faces], "width": image.shape[1], "height": image.shape[0]}
 
-    async def run(data: bytes, tta: str) -> dict[str, Any]:
+    async def run(data: bytes, tta: str, model: EmotionRecognizer = recognizer) -> dict[str, Any]:
         if len(data) > max_upload:
             raise HTTPException(
                 413, f"image file of {len(data):,} bytes is over {max_upload:,}: send a smaller one"
             )
-        return await asyncio.get_running_loop().run_in_executor(pool, predict_bytes, data, tta)
+        return await asyncio.get_running_loop().run_in_executor(pool, predict_bytes, data, tta, model)
 
     # FastAPIOffline: FastAPI whose /docs page loads Swagger UI (5.x: OpenAPI 3.1) from its wheel.
     app = FastAPIOffline(
@@ -233,7 +255,7 @@ def create_app(
                 try:
                     if data is None:
                         raise HTTPException(415, "text message: send frames as binary JPEG or PNG messages")
-                    answer = await run(data, tta)
+                    answer = await run(data, tta, live_recognizer)
                 except HTTPException as err:
                     answer = {"error": err.detail}
                 answer.update(
