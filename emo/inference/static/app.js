@@ -117,7 +117,7 @@ function sendFrame() {
     grab.getContext("2d").drawImage(frame, 0, 0);
     sent = frame;
     grab.toBlob((blob) => socket.send(blob), "image/jpeg", 0.85);
-  });
+  }).catch(() => { inFlight = false; setTimeout(sendFrame, 100); }); // camera not ready yet
 }
 
 function openSocket() {
@@ -146,6 +146,7 @@ function openSocket() {
 }
 
 async function startCamera() {
+  if (video) video.srcObject.getTracks().forEach((track) => track.stop());
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
     video = document.createElement("video");
