@@ -230,6 +230,19 @@ def test_live_latest_frame_wins():
     assert (second["frame"], second["faces"][0]["label"], second["dropped"]) == (6, "6", 4)
 
 
+def test_live_client_leaving_during_a_prediction():
+    stub = SlowRecognizer(delay=0.5)
+    with TestClient(serve.create_app(stub)) as c:
+        with c.websocket_connect("/live") as ws:
+            ws.send_bytes(png(np.full((8, 8), 1, np.uint8)))
+            assert stub.started.wait(10)
+        time.sleep(0.7)  # the answer to the gone client is dropped
+        with c.websocket_connect("/live") as ws:
+            ws.send_bytes(png(np.full((8, 8), 2, np.uint8)))
+            assert ws.receive_json()["faces"][0]["label"] == "2"
+        assert c.get("/health").status_code == 200
+
+
 def test_health_answers_while_a_prediction_runs():
     stub = SlowRecognizer()
     with TestClient(serve.create_app(stub)) as c:

@@ -262,7 +262,7 @@ def create_app(
                     frame=n, dropped=state["dropped"], ms=round(1e3 * (time.perf_counter() - start), 1)
                 )
                 await ws.send_json(answer)
-        except (WebSocketDisconnect, RuntimeError):  # the client left while we answered
+        except (WebSocketDisconnect, RuntimeError, OSError):  # the client left while we answered
             pass
         finally:
             receiver.cancel()
