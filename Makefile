@@ -23,6 +23,9 @@ $(STAMP):
 demo: $(STAMP) ## the pretrained model on sample images and a sample video (writes outputs/demo)
 	$(PY) -m emo.demo --out outputs/demo
 
+serve: $(STAMP) ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-serve; ARGS="--port 8080 ...")
+	$(VENV)/bin/emo-serve $(ARGS)
+
 install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
 test: $(STAMP) ## run the fast test suite (synthetic data, a few minutes)
@@ -80,4 +83,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo install test test-slow test-full train train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help demo serve install test test-slow test-full train train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

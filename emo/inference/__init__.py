@@ -1,0 +1,1 @@
+"""The serving wing: doors onto ``EmotionRecognizer.predict`` (today: the HTTP server, ``serve``)."""
