@@ -32,6 +32,16 @@ from emo.utils import (
 log = logging.getLogger(__name__)
 
 
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The run's Trainer with its callbacks and loggers (``trainer.precision=auto`` resolved)."""
+    return instantiate(
+        cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.get("logger")) or False,
+    )
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the final metrics.
 
@@ -45,12 +55,7 @@ def train(cfg: DictConfig) -> dict:
     model = instantiate(cfg.model, class_names=datamodule.class_names, preprocess=datamodule.preprocess)
     if cfg.get("init_from"):
         model.init_weights_from(cfg.init_from)
-    trainer = instantiate(
-        cfg.trainer,
-        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")) or False,
-    )
+    trainer = build_trainer(cfg)
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         log.info("fit ended after epoch %d (step %d)", trainer.current_epoch, trainer.global_step)

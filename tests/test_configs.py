@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from emo.data.transforms import augment_presets
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
-from emo.utils import instantiate, instantiate_dict
+from emo.train import build_trainer
+from emo.utils import instantiate
 
 
 def options(group: str) -> list[str]:
@@ -19,12 +20,7 @@ def options(group: str) -> list[str]:
 def build(cfg):
     dm = instantiate(cfg.data)
     model = instantiate(cfg.model, class_names=dm.class_names, preprocess=dm.preprocess)
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.logger) or False,
-    )
-    return dm, model, trainer
+    return dm, model, build_trainer(cfg)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +70,7 @@ def test_augment_group_and_data_augment_select_the_same_pipeline(make_cfg, prese
 
 def test_augment_presets_add_the_promised_steps(make_cfg):
     def steps(preset):
-        pipe = instantiate(make_cfg(f"augment={preset}").data).train_augment
+        pipe = instantiate(make_cfg(f"augment={preset}", "data.device_augment=false").data).train_augment
         return [type(t).__name__ for t in pipe.transforms] if pipe else []
 
     assert steps("none") == []

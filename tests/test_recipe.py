@@ -87,8 +87,7 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
         "augment=strong_mix",
         "data.device_augment=true",
         "data.augment.mix_p=1.0",
-        "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
-        "+callbacks.ema.decay=0.5",
+        "callbacks.ema.decay=0.5",
         out_dir=out,
     )
     metrics = train(cfg)
