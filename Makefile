@@ -46,16 +46,16 @@ train-small: $(STAMP) ## train the bundled vgg_s on FER-2013 (~1 h on 2 CPU core
 	$(PY) -m emo.train experiment=vgg_s_fer2013 hydra.run.dir=outputs/small/vgg_s
 
 queue: $(STAMP) ## start the CPU training queue (runs/queue.yaml) in the background; resumes, skips finished runs
-	$(PY) scripts/queue.py start
+	$(PY) scripts/train_queue.py start
 
 queue-status: $(STAMP) ## each queued run: done (PublicTest), epoch saved, or pending
-	$(PY) scripts/queue.py status
+	$(PY) scripts/train_queue.py status
 
 queue-stop: $(STAMP) ## stop the queue (the last finished epoch is kept for resuming)
-	$(PY) scripts/queue.py stop
+	$(PY) scripts/train_queue.py stop
 
 queue-save: $(STAMP) ## commit unfinished runs' last.ckpt so another machine can resume them
-	$(PY) scripts/queue.py save
+	$(PY) scripts/train_queue.py save
 
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT) tta=flip

@@ -1,11 +1,11 @@
 """The CPU training queue: the runs listed in runs/queue.yaml, one after another, never idle.
 
-    python scripts/queue.py start      # in the background (what `make queue` does); log: QUEUE_DIR/queue.log
-    python scripts/queue.py status     # each run: done / running (epoch) / resumable / pending
-    python scripts/queue.py stop       # stop the runner and its training (the last epoch is kept)
-    python scripts/queue.py run        # in the foreground
-    python scripts/queue.py finish NAME   # score and pack a run that finished training
-    python scripts/queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
+    python scripts/train_queue.py start      # in the background (what `make queue` does); log: QUEUE_DIR/queue.log
+    python scripts/train_queue.py status     # each run: done / running (epoch) / resumable / pending
+    python scripts/train_queue.py stop       # stop the runner and its training (the last epoch is kept)
+    python scripts/train_queue.py run        # in the foreground
+    python scripts/train_queue.py finish NAME   # score and pack a run that finished training
+    python scripts/train_queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
                                        # so a session on another machine can resume it
 
 A run is skipped when its result is committed (``runs/NAME/result.json`` and ``runs/NAME/NAME.ckpt``).
@@ -136,8 +136,7 @@ def train(entry: dict) -> bool:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emo.train", *args], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
         )
-        stop = lambda *_: proc.send_signal(signal.SIGTERM)  # noqa: E731
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, lambda *_: STOPPING.append(proc.send_signal(signal.SIGTERM)))
         rc = proc.wait()
     timing.write_text(json.dumps({"wall_s": spent + time.time() - start}) + "\n")
     if rc != 0:
@@ -239,11 +238,19 @@ def git_commit(path: Path, message: str) -> None:
     say(f"could not commit {path}: commit it by hand")
 
 
+#: Set by SIGTERM (``stop``): the training in progress ends and no further run starts.
+STOPPING: list = []
+
+
 def run_queue(commit: bool = True) -> None:
     for entry in load_queue():
         if is_done(entry["name"]):
             continue
-        if train(entry):
+        ok = train(entry)
+        if STOPPING:
+            say("stopped: `make queue` resumes from the last finished epoch")
+            return
+        if ok:
             try:
                 finish(entry, commit)
             except Exception as err:  # keep the queue going; the run can be finished by hand
