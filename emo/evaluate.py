@@ -56,8 +56,9 @@ def evaluate(cfg: DictConfig) -> dict:
     model.predict_tta = cfg.tta
     # The checkpoint, not the config, says which classes and which preprocessing the net expects.
     pre = model.preprocess
+    label_source = model.labels  # fer2013 or ferplus: evaluate on the labels it learnt
     datamodule = instantiate(
-        cfg.data, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"]
+        cfg.data, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"], labels=label_source
     )
     datamodule.setup()
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
@@ -73,6 +74,7 @@ def evaluate(cfg: DictConfig) -> dict:
         **summary,
         "split": cfg.split,
         "tta": cfg.tta,
+        "labels": label_source,
         "checkpoint": paths[0] if len(paths) == 1 else paths,
     }
     out = Path(cfg.paths.output_dir)

@@ -72,6 +72,8 @@ class EmoModule(L.LightningModule):
         distill_targets: a soft-target file (``python -m emo.distill targets``) holding the
             teachers' probabilities for every training face; used like ``distill_from`` at the
             cost of plain training (no teacher forward passes). Give one of the two, not both.
+        labels: which labels the classes were trained on: ``fer2013`` or ``ferplus`` (FER+ votes);
+            evaluation reads the same ones.
         agree_min_acc: when validation faces carry FER+ people labels, ``val/agree_ok`` is the
             agreement with people while ``val/acc`` is at least this, and agreement - 1 below it:
             ``monitor=val/agree_ok`` selects the epoch that agrees with people best among those
@@ -96,6 +98,7 @@ class EmoModule(L.LightningModule):
         distill_temperature: float = 2.0,
         distill_targets: str | None = None,
         agree_min_acc: float = 0.70,
+        labels: str = "fer2013",
     ):
         super().__init__()
         class_names = [str(c) for c in class_names]
@@ -117,9 +120,10 @@ class EmoModule(L.LightningModule):
                 "distill_temperature": distill_temperature,
                 "distill_targets": str(distill_targets) if distill_targets else None,
                 "agree_min_acc": agree_min_acc,
+                "labels": labels,
             }
         )
-        self.class_names, self.preprocess = class_names, preprocess
+        self.class_names, self.preprocess, self.labels = class_names, preprocess, labels
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
         self.channels_last, self.compile_net = channels_last, compile
@@ -179,15 +183,33 @@ class EmoModule(L.LightningModule):
         return self.net(x)  # (B, 1, 48, 48) -> (B, C) logits
 
     def init_weights_from(self, path: str | Path) -> None:
-        """Copy the network weights of another emo checkpoint (fine-tuning; not a resume)."""
+        """Copy the network weights of another emo checkpoint (fine-tuning; not a resume).
+
+        The same network for other classes (e.g. FER+'s eight) gives everything but the
+        classifier, which starts afresh.
+        """
         src = load_checkpoint(path)
-        if src.hparams.arch != self.hparams.arch or src.class_names != self.class_names:
+        if src.hparams.arch != self.hparams.arch:
             raise EmoError(
-                f"init_from={path} holds {src.hparams.arch} for {src.class_names}; "
-                f"this run trains {self.hparams.arch} for {self.class_names}"
+                f"init_from={path} holds {src.hparams.arch}; this run trains {self.hparams.arch}: "
+                "give weights of the same network"
             )
-        self.net.load_state_dict(src.net.state_dict())
-        log.info("initialised %s from %s", self.hparams.arch, path)
+        if src.class_names == self.class_names:
+            self.net.load_state_dict(src.net.state_dict())
+            log.info("initialised %s from %s", self.hparams.arch, path)
+            return
+        own = self.net.state_dict()
+        shared = {k: v for k, v in src.net.state_dict().items() if k in own and own[k].shape == v.shape}
+        self.net.load_state_dict(shared, strict=False)
+        fresh = sorted(set(own) - set(shared))
+        log.info(
+            "initialised %s from %s (classes %s -> %s): all but %s",
+            self.hparams.arch,
+            path,
+            len(src.class_names),
+            len(self.class_names),
+            ", ".join(fresh),
+        )
 
     # ---------------------------------------------------------------------------------- fit
     def setup(self, stage: str) -> None:
@@ -408,7 +430,7 @@ class Ensemble(L.LightningModule):
         super().__init__()
         first = members[0]
         self.members = torch.nn.ModuleList(members)
-        self.class_names, self.preprocess = first.class_names, first.preprocess
+        self.class_names, self.preprocess, self.labels = first.class_names, first.preprocess, first.labels
         self.predict_tta = "none"
 
     @torch.no_grad()

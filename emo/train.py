@@ -52,7 +52,12 @@ def train(cfg: DictConfig) -> dict:
         raise EmoError(f"ckpt_path {cfg.ckpt_path} does not exist: give a run's checkpoints/last.ckpt")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, class_names=datamodule.class_names, preprocess=datamodule.preprocess)
+    model = instantiate(
+        cfg.model,
+        class_names=datamodule.class_names,
+        preprocess=datamodule.preprocess,
+        labels=datamodule.labels,
+    )
     if cfg.get("init_from"):
         model.init_weights_from(cfg.init_from)
     trainer = build_trainer(cfg)
@@ -79,7 +84,13 @@ def train(cfg: DictConfig) -> dict:
             # (not the averaged) weights that the checkpoint also carries.
             model.load_state_dict(read_checkpoint(best)["state_dict"])
         trainer.test(model, datamodule=datamodule)
-        summary = {**model.test_summary, "split": "test", "tta": "none", **summary}
+        summary = {
+            **model.test_summary,
+            "split": "test",
+            "tta": "none",
+            "labels": datamodule.labels,
+            **summary,
+        }
         metrics.update({"test/accuracy": summary["accuracy"], "test/macro_f1": summary["macro_f1"]})
     if trainer.is_global_zero:  # under DDP every process gets here with the same (synced) numbers
         write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)

@@ -11,7 +11,16 @@ import torch
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchMix
 from emo.data.fer2013 import FER2013_CLASSES
-from emo.data.ferplus import FERPLUS_COLUMNS, load_ferplus, mix_targets, people_labels, vote_distribution
+from emo.data.ferplus import (
+    FERPLUS_CLASSES,
+    FERPLUS_COLUMNS,
+    ferplus_majority,
+    ferplus_probabilities,
+    load_ferplus,
+    mix_targets,
+    people_labels,
+    vote_distribution,
+)
 from emo.data.soft_targets import load_soft_targets, save_soft_targets
 from emo.distill import main as distill_main
 from emo.errors import EmoError
@@ -220,3 +229,35 @@ def test_batch_mix_mixes_soft_and_extra_targets_with_the_same_weights():
 def test_precision_auto_picks_a_real_lightning_precision():
     assert resolve_precision("auto") in {"bf16-mixed", "32-true"}
     assert resolve_precision("16-mixed") == "16-mixed"
+
+
+def test_ferplus_protocol_drops_single_votes_unclear_and_unknown_faces():
+    v = np.zeros((4, 10), dtype=np.uint8)
+    v[0, [0, 1]] = [6, 4]  # neutral 6/10: kept
+    v[1, [0, 1, 2]] = [5, 4, 1]  # the single vote goes; neutral 5/9 > half: kept
+    v[2, [0, 1]] = [5, 5]  # no category above half: dropped
+    v[3, [8, 0]] = [7, 3]  # unknown majority: dropped
+    labels = ferplus_majority(v)
+    assert labels.tolist() == [FERPLUS_CLASSES.index("neutral")] * 2 + [-1, -1]
+    p = ferplus_probabilities(v)
+    assert p[1, FERPLUS_CLASSES.index("surprise")] == 0 and p[1].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("target", ["majority", "probability"])
+def test_ferplus_labels_train_an_eight_class_model_and_evaluate_says_so(
+    ferplus_dir, fer_dir, tmp_path, target, teacher
+):
+    dm = FER2013DataModule(data_dir=str(ferplus_dir), labels="ferplus", ferplus_target=target, augment=None)
+    dm.setup()
+    assert dm.class_names == list(FERPLUS_CLASSES)
+    # votes_for kind 2 gives contempt 7 of 10: an eighth-class face, kept by FER+ labels
+    assert dm.class_counts("val")[FERPLUS_CLASSES.index("contempt")] > 0
+    out = tmp_path / "fp"
+    run = ["trainer.max_epochs=1", "logger={}", "data.labels=ferplus", f"data.ferplus_target={target}"]
+    train(compose_cfg([*run, f"init_from={teacher}"], out, ferplus_dir))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["labels"] == "ferplus" and len(saved["per_class"]) == 8
+    ev = evaluate(compose_cfg([f"ckpt_path={saved['checkpoint']}"], tmp_path / "ev", ferplus_dir, "evaluate"))
+    assert ev["labels"] == "ferplus" and ev["accuracy"] == pytest.approx(saved["accuracy"])
+    with pytest.raises(EmoError, match="needs FER\\+ votes"):
+        train(compose_cfg(run, tmp_path / "x", fer_dir))  # FER-2013 without fer2013new.csv

@@ -107,8 +107,15 @@ def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):
     model = EmoModule()
     model.init_weights_from(src)
     torch.testing.assert_close(model.net.state_dict(), load_checkpoint(src).net.state_dict())
-    with pytest.raises(EmoError, match="this run trains cnn3 for"):
-        EmoModule(class_names=["angry", "happy"]).init_weights_from(src)
+    # other classes: everything but the classifier
+    two = EmoModule(class_names=["angry", "happy"])
+    head = {k: v.clone() for k, v in two.net.state_dict().items() if k.startswith("head.4")}
+    two.init_weights_from(src)
+    for k, v in two.net.state_dict().items():
+        expected = head[k] if k in head else load_checkpoint(src).net.state_dict()[k]
+        torch.testing.assert_close(v, expected)
+    with pytest.raises(EmoError, match="this run trains vgg_s"):
+        EmoModule(arch="vgg_s").init_weights_from(src)
     metrics = train(make_cfg("debug=fdr", f"init_from={src}", out_dir=tmp_path / "b"))
     assert "test/accuracy" in metrics
 

@@ -26,8 +26,11 @@ from emo.data.fer2013 import (
     load_fer2013,
 )
 from emo.data.ferplus import (
+    FERPLUS_CLASSES,
     FERPLUS_NAME,
     check_aligned,
+    ferplus_majority,
+    ferplus_probabilities,
     find_ferplus,
     load_ferplus,
     mix_targets,
@@ -143,6 +146,11 @@ class FER2013DataModule(L.LightningDataModule):
             as a third item, for the agreement-with-people metric.
         ferplus_mix: beta; train on (1 - beta) * one-hot(FER-2013 label) + beta * FER+ votes over
             the classes (soft targets). 0 trains on the FER-2013 labels alone.
+        labels: ``fer2013`` (the single labels, seven classes) or ``ferplus`` (eight classes with
+            contempt, from the FER+ votes by the FER+ protocol; validation and test always use
+            the majority label).
+        ferplus_target: with ``labels=ferplus``, train on the ``majority`` label or on the vote
+            ``probability`` distribution (soft targets).
     """
 
     def __init__(
@@ -161,10 +169,24 @@ class FER2013DataModule(L.LightningDataModule):
         std: float = FER2013_STD,
         ferplus_file: str | None = None,
         ferplus_mix: float = 0.0,
+        labels: str = "fer2013",
+        ferplus_target: str = "majority",
     ):
         super().__init__()
+        if labels not in ("fer2013", "ferplus"):
+            raise EmoError(f"data.labels={labels!r} is not valid: use fer2013 or ferplus")
+        if ferplus_target not in ("majority", "probability"):
+            raise EmoError(
+                f"data.ferplus_target={ferplus_target!r} is not valid: use majority or probability"
+            )
+        if labels == "ferplus" and ferplus_mix:
+            raise EmoError(
+                "data.ferplus_mix blends FER-2013 labels with votes: use it with data.labels=fer2013"
+            )
+        self.labels, self.ferplus_target = labels, ferplus_target
         self.data_dir, self.cache_dir = str(data_dir), cache_dir
-        self.class_names = self._check_classes(classes)
+        self.vocabulary = FERPLUS_CLASSES if labels == "ferplus" else FER2013_CLASSES
+        self.class_names = self._check_classes(classes, self.vocabulary)
         self.augment = resolve_augment(augment)
         self.device_augment = device_augment
         # Per-image albumentations in workers, or the same flags applied to batches on the device.
@@ -188,15 +210,17 @@ class FER2013DataModule(L.LightningDataModule):
         self.people: dict[str, np.ndarray] = {}
 
     @staticmethod
-    def _check_classes(classes: Sequence[str] | None) -> list[str]:
+    def _check_classes(
+        classes: Sequence[str] | None, vocabulary: Sequence[str] = FER2013_CLASSES
+    ) -> list[str]:
         if classes is None:
-            return list(FER2013_CLASSES)
+            return list(vocabulary)
         names = [str(c).lower() for c in classes]
-        unknown = [c for c in names if c not in FER2013_CLASSES]
+        unknown = [c for c in names if c not in vocabulary]
         if unknown or len(set(names)) != len(names) or len(names) < 2:
             raise EmoError(
                 f"data.classes={list(classes)} is not valid: give two or more distinct names "
-                f"from {', '.join(FER2013_CLASSES)}"
+                f"from {', '.join(vocabulary)}"
             )
         return names
 
@@ -223,12 +247,18 @@ class FER2013DataModule(L.LightningDataModule):
                 100 * self.val_fraction,
                 self.split_seed,
             )
-        # Old label -> new label; -1 drops the row.
-        remap = np.full(len(FER2013_CLASSES), -1, dtype=np.int64)
-        for new, name in enumerate(self.class_names):
-            remap[FER2013_CLASSES.index(name)] = new
-        labels = remap[fer.labels]
         votes = self.load_votes(fer)
+        # Labels in the vocabulary's order (-1: dropped), then old label -> new label.
+        base = fer.labels if self.labels == "fer2013" else ferplus_majority(votes, self.vocabulary)
+        remap = np.full(len(self.vocabulary) + 1, -1, dtype=np.int64)  # the extra slot maps -1 to -1
+        for new, name in enumerate(self.class_names):
+            remap[self.vocabulary.index(name)] = new
+        labels = remap[base]
+        if self.labels == "ferplus" and self.ferplus_target == "probability":
+            # Training keeps every face whose (denoised) votes favour one of the classes.
+            soft = ferplus_probabilities(votes, self.class_names)
+            top = people_labels(np.where(np.asarray(votes) <= 1, 0, votes), self.class_names)
+            labels = np.where(split == TRAIN, np.where(soft.sum(1) > 0, top, -1), labels)
         out, self._votes = {}, {}
         for code, name in zip((TRAIN, VAL, TEST), SPLIT_NAMES):
             keep = (split == code) & (labels >= 0)
@@ -241,18 +271,24 @@ class FER2013DataModule(L.LightningDataModule):
     def load_votes(self, fer: FerArrays) -> np.ndarray | None:
         """FER+ votes row-aligned with ``fer`` (``None`` where the file is absent and not needed)."""
         path = self.ferplus_file or find_ferplus(self.data_dir)
+        needed = self.ferplus_mix > 0 or self.labels == "ferplus"
         if path is None or not fer.official_val:
-            if self.ferplus_mix > 0:
+            if needed:
+                why = (
+                    "data.labels=ferplus"
+                    if self.labels == "ferplus"
+                    else f"data.ferplus_mix={self.ferplus_mix}"
+                )
                 raise EmoError(
-                    f"data.ferplus_mix={self.ferplus_mix} needs FER+ votes ({FERPLUS_NAME}) beside "
-                    f"the FER-2013 CSV in {self.data_dir}, or data.ferplus_file=PATH"
+                    f"{why} needs FER+ votes ({FERPLUS_NAME}) beside the FER-2013 CSV in "
+                    f"{self.data_dir}, or data.ferplus_file=PATH"
                 )
             return None
         try:
             ferplus = load_ferplus(path)
             check_aligned(ferplus, fer.split, USAGE_TO_SPLIT)
         except EmoError as err:
-            if self.ferplus_mix > 0:
+            if needed:
                 raise
             log.warning("no agreement-with-people metric: %s", err)
             return None
@@ -271,6 +307,9 @@ class FER2013DataModule(L.LightningDataModule):
             #: What stored soft targets must have been made for (``emo.data.soft_targets``).
             self.train_fingerprint = fingerprint(x, y)
             targets = None
+            if self.labels == "ferplus" and self.ferplus_target == "probability":
+                targets = torch.from_numpy(ferplus_probabilities(self._votes[name], self.class_names))
+                log.info("training targets: FER+ vote distributions over %d classes", self.num_classes)
             if self.ferplus_mix > 0:
                 mixed = mix_targets(y, self._votes[name], self.class_names, self.ferplus_mix)
                 targets = torch.from_numpy(mixed)  # (N, C)
@@ -284,7 +323,13 @@ class FER2013DataModule(L.LightningDataModule):
             else:
                 self.datasets[name] = FaceDataset(x, y, self.preprocess, self.train_augment, targets)
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.datasets.items())
-        log.info("FER-2013 %s: %s; classes %s", self.data_dir, sizes, ", ".join(self.class_names))
+        log.info(
+            "FER-2013 %s: %s; classes %s (%s labels)",
+            self.data_dir,
+            sizes,
+            ", ".join(self.class_names),
+            self.labels,
+        )
         if len(self.datasets["train"]) == 0:
             raise EmoError(f"{self.data_dir}: the training split is empty for classes {self.class_names}")
 

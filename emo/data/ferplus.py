@@ -8,6 +8,10 @@ emo uses the votes two ways:
   the earlier column above, the order the file lists them in), kept when that category is one of
   the model's classes (so contempt, unknown and no-face majorities drop out). Accuracy against it
   is the yardstick of what users see (3,519 of the 3,589 PrivateTest faces count).
+* **FER+ labels** (``data.labels=ferplus``): eight classes (emo's seven + contempt) by the FER+
+  authors' protocol: single votes are dropped as noise, a face keeps its majority category only
+  when that holds more than half of the remaining votes, and faces whose category is unknown or
+  no-face go; ``ferplus_probabilities`` gives the vote distribution (their "probabilistic" scheme).
 * **soft targets**: ``mix_targets`` blends a one-hot FER-2013 label with the vote distribution
   over the model's classes (``data.ferplus_mix``).
 """
@@ -38,6 +42,8 @@ FERPLUS_COLUMNS = (
     "unknown",
     "no_face",
 )
+#: FER+'s eight emotion classes, in emo's vocabulary and order (emo's seven, then contempt).
+FERPLUS_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt")
 _HEADER = (
     "neutral",
     "happiness",
@@ -111,6 +117,27 @@ def people_labels(votes: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     top = np.asarray(votes).argmax(1)  # first maximum wins
     lookup = np.array([class_names.index(c) if c in class_names else -1 for c in FERPLUS_COLUMNS])
     return lookup[top].astype(np.int64)
+
+
+def _denoised(votes: np.ndarray) -> np.ndarray:
+    """Votes with single votes removed (the FER+ authors' outlier rule), (N, 10) float32."""
+    v = np.asarray(votes, dtype=np.float32)
+    return np.where(v <= 1, 0.0, v).astype(np.float32)
+
+
+def ferplus_majority(votes: np.ndarray, class_names: Sequence[str] = FERPLUS_CLASSES) -> np.ndarray:
+    """FER+ majority labels as indices into ``class_names``; -1 for faces the protocol drops
+    (no category above half the votes, an unknown or no-face majority, or a class not kept)."""
+    v = _denoised(votes)
+    top = v.argmax(1)
+    clear = v.max(1) > 0.5 * v.sum(1)
+    lookup = np.array([class_names.index(c) if c in class_names else -1 for c in FERPLUS_COLUMNS])
+    return np.where(clear, lookup[top], -1).astype(np.int64)
+
+
+def ferplus_probabilities(votes: np.ndarray, class_names: Sequence[str] = FERPLUS_CLASSES) -> np.ndarray:
+    """The FER+ vote distribution over ``class_names`` (single votes dropped), (N, C) float32."""
+    return vote_distribution(_denoised(votes), class_names)
 
 
 def vote_distribution(votes: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
