@@ -58,7 +58,12 @@ def evaluate(cfg: DictConfig) -> dict:
     pre = model.preprocess
     label_source = model.labels  # fer2013 or ferplus: evaluate on the labels it learnt
     datamodule = instantiate(
-        cfg.data, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"], labels=label_source
+        cfg.data,
+        classes=model.class_names,
+        augment=None,
+        mean=pre["mean"],
+        std=pre["std"],
+        labels=label_source,
     )
     datamodule.setup()
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()

@@ -42,7 +42,7 @@ def test_fp16_packing_halves_the_file_and_keeps_predictions(make_cfg, tmp_path):
     torch.testing.assert_close(a.predict_proba(x), b.predict_proba(x), atol=2e-3, rtol=0)
 
 
-def test_default_is_the_most_accurate_bundled_model(tmp_path, monkeypatch):
+def test_without_an_index_default_and_leaderboard_are_the_most_accurate(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(EmoError, match="no bundled weights"):
         weights.default_name()
@@ -51,11 +51,48 @@ def test_default_is_the_most_accurate_bundled_model(tmp_path, monkeypatch):
     for name, acc in (("a", 0.61), ("b", 0.68), ("c", 0.65)):
         torch.save({"emo_metrics": {"accuracy": acc}}, tmp_path / f"{name}.ckpt")
     assert weights.available() == ["a", "b", "c"] and weights.default_name() == "b"
+    assert weights.weights_path("leaderboard") == tmp_path / "b.ckpt"
+
+
+def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+
+    def rec(acc, agree, realtime=True, classes=7, labels="fer2013"):
+        pt = {"accuracy": acc, "agreement": agree}
+        return {"classes": classes, "labels": labels, "realtime": realtime, "publictest": pt}
+
+    index = {
+        "board": rec(0.73, 0.66, realtime=False),  # most accurate, too slow for the default
+        "people": rec(0.71, 0.78),  # agrees best among those at >= 70%
+        "votes": rec(0.66, 0.84),  # agrees most, but below 70% on FER-2013 labels
+        "small": rec(0.70, 0.70),
+        "ferplus": rec(0.80, 0.90, classes=8, labels="ferplus"),  # another vocabulary
+        "gone": rec(0.99, 0.99),  # recorded but not installed
+    }
+    for name in index:
+        if name != "gone":
+            torch.save({"emo_metrics": {}}, tmp_path / f"{name}.ckpt")
+    (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
+    assert weights.default_name() == "people" and weights.leaderboard_name() == "board"
+    assert weights.weights_path("default").stem == "people"
+    index["people"]["realtime"] = False
+    (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
+    assert weights.default_name() == "small"
 
 
 def test_unknown_bundled_name_lists_the_available_ones():
-    with pytest.raises(EmoError, match="no bundled weights named 'nope'"):
+    with pytest.raises(
+        EmoError, match="no bundled weights named 'nope': choose one of .*default, leaderboard"
+    ):
         weights.weights_path("nope")
+
+
+def test_every_bundled_model_records_both_yardsticks():
+    index = weights.index()
+    assert set(index) == set(weights.available())
+    for name, r in index.items():
+        for split in ("publictest", "privatetest"):
+            assert 0 < r[split]["accuracy"] <= 1 and 0 < r[split]["agreement"] <= 1, (name, split)
 
 
 @pytest.mark.parametrize("name", weights.available())

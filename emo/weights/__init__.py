@@ -32,20 +32,68 @@ def metrics(name: str) -> dict:
     return dict(ckpt.get("emo_metrics") or {})
 
 
+INDEX_NAME = "index.json"
+#: The default model keeps at least this FER-2013 PublicTest accuracy.
+DEFAULT_MIN_ACCURACY = 0.70
+#: Names that stand for a bundled model chosen by its recorded metrics.
+ALIASES = ("default", "leaderboard")
+
+
+def index() -> dict[str, dict]:
+    """Each bundled model's recorded yardsticks (``scripts/index_weights.py``): PublicTest and
+    PrivateTest accuracy and agreement with people, TTA, size, whether it runs in real time."""
+    path = WEIGHTS_DIR / INDEX_NAME
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    return {n: r for n, r in recorded.items() if (WEIGHTS_DIR / f"{n}.ckpt").is_file()}
+
+
+def _seven_class(records: dict[str, dict]) -> dict[str, dict]:
+    return {
+        n: r for n, r in records.items() if r.get("classes") == 7 and r.get("labels", "fer2013") == "fer2013"
+    }
+
+
 def default_name() -> str:
-    """The bundled weights with the best recorded PrivateTest accuracy: the default model follows
-    whenever better weights are packed, with no list to keep up to date."""
+    """The model people get: among the seven-class models that run in real time and keep
+    ``DEFAULT_MIN_ACCURACY`` on FER-2013 PublicTest, the one that agrees with people best on
+    PublicTest (FER+ majority). Chosen from the index, so it follows newly bundled weights."""
     names = available()
     if not names:
         raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
+    candidates = {
+        n: r
+        for n, r in _seven_class(index()).items()
+        if r.get("realtime") and r["publictest"]["accuracy"] >= DEFAULT_MIN_ACCURACY
+    }
+    if candidates:
+        return max(candidates, key=lambda n: candidates[n]["publictest"].get("agreement", 0.0))
+    return leaderboard_name()
+
+
+def leaderboard_name() -> str:
+    """The seven-class model with the best FER-2013 PublicTest accuracy (the field's leaderboard
+    yardstick; PrivateTest is only reported). Without an index: the best recorded accuracy."""
+    names = available()
+    if not names:
+        raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
+    records = _seven_class(index())
+    if records:
+        return max(records, key=lambda n: records[n]["publictest"]["accuracy"])
     return max(names, key=lambda n: metrics(n).get("accuracy", 0.0))
 
 
+def resolve_name(name: str) -> str:
+    """A bundled name, with ``default`` and ``leaderboard`` resolved."""
+    return {"default": default_name, "leaderboard": leaderboard_name}.get(name, lambda: name)()
+
+
 def weights_path(name: str) -> Path:
+    """The file of bundled weights ``name`` (or an alias: ``default``, ``leaderboard``)."""
+    name = resolve_name(name)
     path = WEIGHTS_DIR / f"{name}.ckpt"
     if not path.is_file():
         raise EmoError(
-            f"no bundled weights named {name!r}: choose one of {', '.join(available()) or '(none)'}"
+            f"no bundled weights named {name!r}: choose one of {', '.join([*available(), *ALIASES])}"
         )
     return path
 

@@ -1,0 +1,76 @@
+"""Record a bundled model's two yardsticks in emo/weights/index.json (what picks the default).
+
+    python scripts/index_weights.py NAME [--tta flip] [--realtime] [--data-dir data/fer2013]
+
+Scores ``emo/weights/NAME.ckpt`` on PublicTest (selection: FER-2013 accuracy and agreement with
+people) and on PrivateTest (the reported numbers), both with the model's TTA, and stores them
+with its size. Run it once per model that enters the README; ``emo.weights.default_name()``
+reads only PublicTest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from emo import weights
+from emo.data import FER2013DataModule
+from emo.evaluate import split_probs
+from emo.metrics import agreement, summarize
+from emo.module import load_checkpoint
+
+
+def score(name: str, tta: str, data_dir: str) -> dict:
+    model = load_checkpoint(weights.weights_path(name))
+    pre = model.preprocess
+    dm = FER2013DataModule(
+        data_dir=data_dir,
+        classes=model.class_names,
+        augment=None,
+        mean=pre["mean"],
+        std=pre["std"],
+        labels=model.labels,
+    )
+    dm.setup()
+    out = {}
+    for split, key in (("val", "publictest"), ("test", "privatetest")):
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+        probs = split_probs(model, dm, split, tta)
+        cm = multiclass_confusion_matrix(probs, dm.datasets[split].labels, len(model.class_names)).numpy()
+        s = summarize(cm, model.class_names)
+        out[key] = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n": s["n"]}
+        if split in dm.people:
+            out[key].update(agreement(probs.numpy(), dm.people[split]))
+    return {
+        "arch": model.hparams.arch,
+        "classes": len(model.class_names),
+        "labels": model.labels,
+        "params": sum(p.numel() for p in model.net.parameters()),
+        "megabytes": round(weights.weights_path(name).stat().st_size / 1e6, 2),
+        "tta": tta,
+        **out,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--tta", default="flip")
+    parser.add_argument(
+        "--realtime", action="store_true", help="fast enough for the webcam (a default candidate)"
+    )
+    parser.add_argument("--command", default="", help="the training command behind the weights")
+    parser.add_argument("--data-dir", default=os.environ.get("EMO_DATA_DIR", "data/fer2013"))
+    args = parser.parse_args()
+    record = {**score(args.name, args.tta, args.data_dir), "realtime": args.realtime, "command": args.command}
+    index = weights.index()
+    index[args.name] = record
+    path = weights.WEIGHTS_DIR / weights.INDEX_NAME
+    path.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
