@@ -243,19 +243,26 @@ STOPPING: list = []
 
 
 def run_queue(commit: bool = True) -> None:
-    for entry in load_queue():
-        if is_done(entry["name"]):
-            continue
+    """Run the first pending run, then read the queue file again (runs may be added meanwhile)."""
+    failed: set[str] = set()
+    while True:
+        pending = [e for e in load_queue() if not is_done(e["name"]) and e["name"] not in failed]
+        if not pending:
+            break
+        entry = pending[0]
         ok = train(entry)
         if STOPPING:
             say("stopped: `make queue` resumes from the last finished epoch")
             return
-        if ok:
-            try:
-                finish(entry, commit)
-            except Exception as err:  # keep the queue going; the run can be finished by hand
-                say(f"{entry['name']}: finishing failed ({type(err).__name__}: {err}); retry with `finish`")
-    say("queue empty: every run is done (add runs to runs/queue.yaml)")
+        if not ok:
+            failed.add(entry["name"])
+            continue
+        try:
+            finish(entry, commit)
+        except Exception as err:  # keep the queue going; the run can be finished by hand
+            failed.add(entry["name"])
+            say(f"{entry['name']}: finishing failed ({type(err).__name__}: {err}); retry with `finish`")
+    say(f"queue empty: every run is done{' or failed: ' + ', '.join(sorted(failed)) if failed else ''}")
 
 
 # ------------------------------------------------------------------------------------ control
