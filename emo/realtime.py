@@ -207,34 +207,44 @@ def open_source(source: str | int) -> tuple[cv2.VideoCapture, bool]:
     return cap, is_url
 
 
+#: matplotlib backends that draw to files or notebooks, not to a window.
+NON_GUI_BACKENDS = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
+
+
 class Window:
-    """A display window: OpenCV's, or matplotlib's where OpenCV is the headless build."""
+    """A display window: OpenCV's, or matplotlib's where OpenCV is the headless build.
+
+    The matplotlib window (TkAgg, QtAgg, GTK, macOS: whichever matplotlib picks for the desktop)
+    shows the frame at its own size, 1:1, and redraws only the image by blitting: a full
+    ``plt.pause`` redraw of a 640x480 frame costs ~30 ms, a blit a few (benchmarks/realtime.py).
+    q, ESC or closing the window quits.
+    """
 
     def __init__(self, title: str = "emo"):
         self.title, self.quit = title, False
+        self.fig = self.image = None
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
             self.kind = "cv2"
         except cv2.error:
             self.kind = "matplotlib"
-            self._open_matplotlib()
+            self.backend = gui_backend()
 
-    def _open_matplotlib(self) -> None:
+    def _open_matplotlib(self, shape: tuple[int, ...]) -> None:
         import matplotlib.pyplot as plt
 
-        backend = plt.get_backend().lower()
-        if backend in {"agg", "pdf", "ps", "svg", "cairo", "template"} or "inline" in backend:
-            raise EmoError(
-                "no window can be opened (opencv-python-headless has no GUI and matplotlib has no "
-                "display): pass --headless with --save/--csv, or pip install opencv-python"
-            )
-        plt.ion()
-        self.fig, ax = plt.subplots(num=self.title)
-        ax.axis("off")
-        self.image = None
-        self.ax = ax
+        height, width = shape[:2]
+        dpi = 100
+        with plt.rc_context({"toolbar": "None"}):  # a toolbar widens the window and rescales the frame
+            self.fig = plt.figure(num=self.title, figsize=(width / dpi, height / dpi), dpi=dpi)
+        ax = self.fig.add_axes((0, 0, 1, 1))
+        ax.set_axis_off()
+        self.image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
         self.fig.canvas.mpl_connect("key_press_event", self._on_key)
         self.fig.canvas.mpl_connect("close_event", lambda _: setattr(self, "quit", True))
+        plt.show(block=False)
+        self.fig.canvas.draw()
+        self.fig.canvas.flush_events()
 
     def _on_key(self, event) -> None:
         if event.key in ("q", "Q", "escape"):
@@ -247,23 +257,47 @@ class Window:
             key = cv2.waitKey(1) & 0xFF
             closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
             return not (key in QUIT_KEYS or closed)
-        import matplotlib.pyplot as plt
-
+        if self.fig is None:
+            self._open_matplotlib(frame.shape)
+        if self.quit:
+            return False
         rgb = frame[..., ::-1]
-        if self.image is None:
-            self.image = self.ax.imshow(rgb)
+        canvas = self.fig.canvas
+        if self.image.get_array().shape != rgb.shape:  # the source changed size: one full redraw
+            self.image.set_data(rgb)
+            self.image.set_extent((-0.5, rgb.shape[1] - 0.5, rgb.shape[0] - 0.5, -0.5))
+            canvas.draw()
         else:
             self.image.set_data(rgb)
-        plt.pause(0.001)
+            self.image.axes.draw_artist(self.image)
+            canvas.blit(self.fig.bbox)
+        canvas.flush_events()  # keys, close and resize events
         return not self.quit
 
     def close(self) -> None:
         if self.kind == "cv2":
             cv2.destroyWindow(self.title)
-        else:
+        elif self.fig is not None:
             import matplotlib.pyplot as plt
 
             plt.close(self.fig)
+
+
+def gui_backend() -> str:
+    """The matplotlib backend that can open a window here (matplotlib picks it for the desktop).
+
+    Raises:
+        EmoError: there is no display, or no GUI toolkit matplotlib can use.
+    """
+    import matplotlib.pyplot as plt
+
+    backend = plt.get_backend().lower()
+    if backend in NON_GUI_BACKENDS or "inline" in backend:
+        raise EmoError(
+            "no window can be opened (no display, or no GUI toolkit for matplotlib such as tkinter; "
+            "opencv-python-headless has none): pass --headless with --save/--csv"
+        )
+    return backend
 
 
 class CsvLog:

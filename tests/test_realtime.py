@@ -177,3 +177,21 @@ def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, c
     annotated = cv2.imread(str(tmp_path / "out" / "astronaut_annotated.png"))
     original = cv2.imread(str(sample_path("astronaut")))
     assert annotated.shape == original.shape and (annotated != original).any()  # drawn on
+
+
+def test_no_module_sets_a_matplotlib_backend():
+    """``matplotlib.use("Agg")`` at import once left the webcam window no backend to open with."""
+    import ast
+    from pathlib import Path
+
+    import emo
+
+    calls = []
+    for path in Path(emo.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and isinstance(func, ast.Attribute):
+                owner = getattr(func.value, "id", "")
+                if (func.attr == "use" and owner in {"matplotlib", "mpl"}) or func.attr == "switch_backend":
+                    calls.append(f"{path.name}:{node.lineno}")
+    assert calls == []
