@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure
 import torch
+from matplotlib.figure import Figure
 from torchmetrics.functional.classification import multiclass_auroc, multiclass_roc
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
