@@ -37,26 +37,33 @@ from emo.recognizer import (
     BACKENDS,
     EmotionRecognizer,
     Face,
-    FaceDetector,
+    HaarDetector,
+    YuNetDetector,
     crop_faces,
     resolve_checkpoint,
-    square_boxes,
     to_grey,
 )
 
 log = logging.getLogger(__name__)
-#: Detection settings for video. The cascade's cost is set by the smallest face it looks for
-#: (that face shrinks to its 24 px window): 80 px (1/6 of a 640x480 frame; a webcam user's face
-#: is 100-250 px) costs 0.6x of 48 px. Photos (``FaceDetector``'s defaults) search down to 32 px.
-REALTIME_DETECTOR = {"max_side": 320, "min_face": 80, "scale_factor": 1.1, "min_neighbors": 5}
-#: Face side (px) in the shrunk search window around a tracked face: 1.3x the cascade's window.
-TRACK_FACE = 32
+#: Detection settings for video, per detector. The cascade's cost is set by the smallest face it
+#: looks for (that face shrinks to its 24 px window): 80 px (1/6 of a 640x480 frame; a webcam
+#: user's face is 100-250 px) costs 0.6x of 48 px. YuNet's cost is the pixel count: on a 640x480
+#: frame shrunk to 320 px it still finds faces from ~30 px. Photos (the detectors' defaults)
+#: search the frame at 640 px, down to 24-32 px faces.
+REALTIME_DETECTOR = {
+    "yunet": {"max_side": 320, "min_face": 40},
+    "haar": {"max_side": 320, "min_face": 80, "scale_factor": 1.1, "min_neighbors": 5},
+}
 QUIT_KEYS = {ord("q"), ord("Q"), 27}  # 27: ESC
 
 
 # ------------------------------------------------------------------------- pure functions
 def load_model(
-    ckpt: str | Path | None = None, backend: str = "torch", threads: int | None = 1, **detector: Any
+    ckpt: str | Path | None = None,
+    backend: str = "torch",
+    threads: int | None = 1,
+    detector: str = "yunet",
+    **settings: Any,
 ) -> EmotionRecognizer:
     """The recognizer for ``ckpt``: a bundled name, a ``.ckpt``/``.onnx`` file or a training run
     directory (its best checkpoint); ``None``: the best bundled weights.
@@ -64,10 +71,17 @@ def load_model(
     Args:
         threads: inference threads (onnxruntime's; PyTorch's are set by ``run``). One: a face
             or two is too small a job to share, and cores spinning for work slow a busy machine.
-        **detector: overrides of ``REALTIME_DETECTOR``.
+        detector: ``yunet`` or ``haar``.
+        **settings: overrides of the detector's ``REALTIME_DETECTOR`` settings.
     """
+    if detector not in REALTIME_DETECTOR:
+        raise EmoError(f"detector {detector!r} is not valid: choose one of {', '.join(REALTIME_DETECTOR)}")
     return EmotionRecognizer.from_checkpoint(
-        resolve_checkpoint(ckpt), backend=backend, threads=threads, **{**REALTIME_DETECTOR, **detector}
+        resolve_checkpoint(ckpt),
+        backend=backend,
+        threads=threads,
+        detector=detector,
+        **{**REALTIME_DETECTOR[detector], **settings},
     )
 
 
@@ -104,7 +118,7 @@ class FaceTracker:
 
     Every ``detect_every`` frames (and while no face is known) the whole frame is searched; in
     between, each known face is searched for only in a window of twice its side around its last
-    box, shrunk so the face is ~``TRACK_FACE`` px; a face not found there keeps its last box until the next
+    box, shrunk so the face is ~``detector.track_face`` px; a face not found there keeps its last box until the next
     full search.
 
     Args:
@@ -112,7 +126,7 @@ class FaceTracker:
         detect_every: full-search period in frames (1: every frame).
     """
 
-    def __init__(self, detector: FaceDetector, detect_every: int = 5):
+    def __init__(self, detector: HaarDetector | YuNetDetector, detect_every: int = 5):
         if detect_every < 1:
             raise EmoError(f"detect_every={detect_every}: use 1 (every frame) or more")
         self.detector, self.detect_every = detector, detect_every
@@ -137,20 +151,20 @@ class FaceTracker:
         x1, y1 = min(grey.shape[1], int(cx + side)), min(grey.shape[0], int(cy + side))
         if x1 - x0 < 24 or y1 - y0 < 24:
             return box
-        face = side / self.detector.framing
+        face = side * self.detector.raw_per_crop
         window = grey[y0:y1, x0:x1]
-        found = self.detector.raw(  # shrunk so the face is ~TRACK_FACE px: a few cheap pyramid levels
+        found = self.detector.raw(  # shrunk so the face is ~track_face px: a cheap search
             window,
-            max_side=int(TRACK_FACE * max(window.shape) / face),
+            max_side=int(self.detector.track_face * max(window.shape) / face),
             min_face=int(0.7 * face),
             max_face=int(1.4 * face),
+            offset=(x0, y0),
         )
         if not len(found):
             return box
-        found[:, :2] += (x0, y0)
-        centres = found[:, :2] + found[:, 2:] / 2
+        centres = found[:, :2] + found[:, 2:4] / 2
         nearest = found[np.argmin(((centres - (cx, cy)) ** 2).sum(1))]
-        return square_boxes(nearest, self.detector.framing)[0]
+        return self.detector.frame(nearest)[0]
 
 
 class Smoother:

@@ -99,7 +99,26 @@ def test_boxes_follow_the_face_in_large_odd_sized_frames(rec, face_bgr):
 def test_images_without_a_face_give_an_empty_list(rec, shape):
     noise = np.random.default_rng(0).integers(0, 255, size=shape, dtype=np.uint8)
     assert rec.predict(noise) == []
-    assert rec.predict(sample_path("camera")) == []  # a face in profile: not a frontal face
+
+
+def test_yunet_finds_the_cameraman_that_haar_misses(rec):
+    assert rec.detector.name == "yunet"  # the default
+    (face,) = rec.predict(sample_path("camera"))  # a face half in profile
+    x, y, w, h = face.box
+    assert 100 <= x + w / 2 <= 160 and 90 <= y + h / 2 <= 140 and 40 <= w <= 90  # on his face
+    haar = EmotionRecognizer.from_pretrained(detector="haar")
+    assert haar.detector.name == "haar" and haar.predict(sample_path("camera")) == []
+    assert len(haar.predict(sample_path("astronaut"))) == 1
+
+
+def test_detector_choices_and_errors(monkeypatch):
+    with pytest.raises(EmoError, match="detector 'mtcnn' is not valid: choose one of yunet, haar"):
+        EmotionRecognizer.from_pretrained(detector="mtcnn")
+    with pytest.raises(EmoError, match="detector=yunet: .*unexpected keyword argument 'scale_factor'"):
+        EmotionRecognizer.from_pretrained(detector="yunet", scale_factor=1.1)
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # OpenCV 5 has no Haar cascades
+    with pytest.raises(EmoError, match="detector='haar' needs OpenCV 4 .*use detector='yunet'"):
+        EmotionRecognizer.from_pretrained(detector="haar")
 
 
 def test_a_list_of_images_is_one_batch_with_the_same_results(rec, face_bgr, monkeypatch):

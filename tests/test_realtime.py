@@ -156,23 +156,31 @@ def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, c
     from emo.predict import main
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), 128, np.uint8))
     paths = [
         str(sample_path("astronaut")),
         str(tmp_path / "broken.png"),
         str(sample_path("camera")),
+        str(tmp_path / "wall.png"),
         str(video),
     ]
     assert main([*paths, "--json", "--save-dir", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
     rows = json.loads(out)
-    assert [r["label"] for r in rows if r["file"].endswith("camera.png")] == ["(no face)"]
+    assert [r["label"] for r in rows if r["file"].endswith("wall.png")] == ["(no face)"]
+    assert len([r for r in rows if r["file"].endswith("camera.png")]) == 1  # YuNet finds the cameraman
     assert len([r for r in rows if r["file"].endswith("astronaut.png")]) == 1
     assert sorted({r["frame"] for r in rows if r["file"] == str(video)}) == list(range(N_FRAMES))
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: cannot read {tmp_path / 'broken.png'}: not an image, or a corrupt one (use PNG, JPEG, BMP or WebP)"
     ]
     saved = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert saved == ["astronaut_annotated.png", "camera_annotated.png", "in_annotated.mp4"]
+    assert saved == [
+        "astronaut_annotated.png",
+        "camera_annotated.png",
+        "in_annotated.mp4",
+        "wall_annotated.png",
+    ]
     assert count_frames(tmp_path / "out" / "in_annotated.mp4") == N_FRAMES
     annotated = cv2.imread(str(tmp_path / "out" / "astronaut_annotated.png"))
     original = cv2.imread(str(sample_path("astronaut")))
