@@ -168,30 +168,36 @@ class FaceTracker:
 
 
 class Smoother:
-    """Exponential moving average of each face's probabilities over frames.
+    """Face ids across frames, and an exponential moving average of each face's probabilities.
 
-    A face is the same as one of the previous frame when their boxes overlap (IoU >= ``min_iou``);
-    its probabilities become ``alpha * previous + (1 - alpha) * current``. ``alpha = 0`` turns
-    smoothing off; 0.8 at 30 FPS halves an old frame's weight every ~3 frames (0.1 s).
+    A face is the same as one of the previous frame when their boxes overlap (IoU >= ``min_iou``):
+    it keeps that face's ``face_id`` (0, 1, 2, ... in order of first appearance) and its
+    probabilities become ``alpha * previous + (1 - alpha) * current``. ``alpha = 0`` turns
+    smoothing off (ids are still given); 0.8 at 30 FPS halves an old frame's weight every ~3
+    frames (0.1 s).
     """
 
     def __init__(self, alpha: float = 0.8, min_iou: float = 0.3):
         if not 0.0 <= alpha < 1.0:
             raise EmoError(f"smooth={alpha}: use a value in [0, 1) (0: off, 0.8: default)")
         self.alpha, self.min_iou = alpha, min_iou
-        self.tracks: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
+        self.tracks: list[tuple[tuple[int, int, int, int], np.ndarray, int]] = []
+        self.next_id = 0
 
     def __call__(self, faces: Sequence[Face]) -> list[Face]:
         out, tracks, free = [], [], list(range(len(self.tracks)))
-        for box, _, scores in faces:
-            probs = np.array(list(scores.values()), dtype=np.float32)
-            overlaps = [iou(box, self.tracks[i][0]) for i in free]
-            if self.alpha and overlaps and max(overlaps) >= self.min_iou:
-                j = free.pop(int(np.argmax(overlaps)))
-                probs = self.alpha * self.tracks[j][1] + (1 - self.alpha) * probs
-            names = list(scores)
-            tracks.append((box, probs))
-            out.append(Face(box, names[int(probs.argmax())], {c: float(p) for c, p in zip(names, probs)}))
+        for face in faces:
+            names = list(face.scores)
+            probs = face.probs
+            overlaps = [iou(face.box, self.tracks[i][0]) for i in free]
+            if overlaps and max(overlaps) >= self.min_iou:
+                _, previous, face_id = self.tracks[free.pop(int(np.argmax(overlaps)))]
+                probs = self.alpha * previous + (1 - self.alpha) * probs
+            else:
+                face_id, self.next_id = self.next_id, self.next_id + 1
+            tracks.append((face.box, probs, face_id))
+            scores = {c: float(p) for c, p in zip(names, probs)}
+            out.append(Face(face.box, names[int(probs.argmax())], scores, face_id))
         self.tracks = tracks
         return out
 
@@ -315,24 +321,44 @@ def gui_backend() -> str:
 
 
 class CsvLog:
-    """Per-frame predictions: one row per face (a row with no face for a frame without one)."""
+    """Per-frame predictions, one row per face: ``frame, time_s, face_id, x, y, w, h, label`` and
+    one probability column per class. A frame without a face is one row with the same columns,
+    empty after ``time_s``."""
 
     def __init__(self, path: str | Path, class_names: Sequence[str]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.class_names = list(class_names)
         self.file = open(self.path, "w", newline="")  # noqa: SIM115  (closed by close())
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", *class_names])
+        self.writer.writerow(csv_columns(self.class_names))
 
     def write(self, frame: int, time_s: float, faces: Sequence[Face]) -> None:
-        if not faces:
-            self.writer.writerow([frame, f"{time_s:.3f}", "", "", "", "", "", ""])
-        for i, (box, label, scores) in enumerate(faces):
-            probs = [f"{p:.4f}" for p in scores.values()]
-            self.writer.writerow([frame, f"{time_s:.3f}", i, *box, label, *probs])
+        self.writer.writerows(csv_rows(frame, time_s, faces, self.class_names))
 
     def close(self) -> None:
         self.file.close()
+
+
+def csv_columns(class_names: Sequence[str]) -> list[str]:
+    return ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", *class_names]
+
+
+def csv_rows(frame: int, time_s: float, faces: Sequence[Face], class_names: Sequence[str]) -> list[list]:
+    """The CSV rows of one frame (``CsvLog``): one per face, or one empty row."""
+    if not faces:
+        return [[frame, f"{time_s:.3f}", *[""] * (6 + len(class_names))]]
+    return [
+        [
+            frame,
+            f"{time_s:.3f}",
+            "" if face.face_id is None else face.face_id,
+            *face.box,
+            face.label,
+            *(f"{face.scores[c]:.4f}" for c in class_names),
+        ]
+        for face in faces
+    ]
 
 
 def run(

@@ -43,22 +43,31 @@ YUNET_SCORE = 0.6
 #: is 1.03x Haar's box (median; IQR 0.96-1.11), and cnn3's accuracy on faces re-cropped from the
 #: box is flat from 0.9 to 1.1 (59-61%), then falls (54% at 1.4): benchmarks/framing.py.
 HAAR_FRAMING = 1.05
+#: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
+#: at once took 24 GB for 3,589 crops with tencrop; 256 keep a forward pass's activations to
+#: ~100 MB (vgg_s) at the speed of larger batches.
+CHUNK_VIEWS = 256
+#: Images detected, cropped and classified together by ``predict`` on a list.
+CHUNK_IMAGES = 64
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
 
 class Face(NamedTuple):
-    """One detected face: ``box`` (x, y, w, h) in image pixels, ``label`` and ``scores``."""
+    """One detected face: ``box`` (x, y, w, h) in image pixels, ``label``, ``scores`` and, in
+    video, ``face_id`` (the same for one person across frames; ``None`` for photos)."""
 
     box: tuple[int, int, int, int]
     label: str
     scores: dict[str, float]  # probability per class name, in the model's class order
+    face_id: int | None = None
 
     @property
     def probs(self) -> np.ndarray:
         return np.array(list(self.scores.values()), dtype=np.float32)  # (C,)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "label": self.label, "scores": dict(self.scores)}
+        out = {"box": list(self.box), "label": self.label, "scores": dict(self.scores)}
+        return out if self.face_id is None else {"face_id": self.face_id, **out}
 
 
 # ----------------------------------------------------------------------------------- images
@@ -551,11 +560,15 @@ class EmotionRecognizer:
         return torch.cat([preprocess_faces(c, self.preprocess) for c in crops])
 
     def probs(self, crops: Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
-        """Probabilities (N, C) for a list of grey uint8 crops (any sizes)."""
+        """Probabilities (N, C) for a list of grey uint8 crops (any sizes), ``CHUNK_VIEWS`` network
+        inputs at a time, so memory stays bounded however many crops there are."""
         check_tta(tta)
-        if not len(crops):
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        return np.asarray(self.backend(self.face_input(crops), tta), dtype=np.float32)
+        out = np.zeros((len(crops), len(self.class_names)), dtype=np.float32)
+        size = int(self.preprocess["image_size"])
+        chunk = max(1, CHUNK_VIEWS // len(tta_views(torch.zeros(1, 1, size, size), tta)))
+        for start in range(0, len(crops), chunk):
+            out[start : start + chunk] = self.backend(self.face_input(crops[start : start + chunk]), tta)
+        return out
 
     def classify(self, crops: np.ndarray | Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
         """Class probabilities (N, C) for faces you cropped yourself.
@@ -600,14 +613,16 @@ class EmotionRecognizer:
         """
         check_tta(tta)
         if isinstance(image, (list, tuple)):
-            greys = [to_grey(im) for im in image]
-            boxes = [self.detector(g) for g in greys]
-            crops = [c for g, b in zip(greys, boxes) for c in crop_faces(g, b)]
-            probs = self.probs(crops, tta)
-            out, start = [], 0
-            for g, b in zip(greys, boxes):
-                out.append(self.faces(probs[start : start + len(b)], b, g.shape))
-                start += len(b)
+            out = []
+            for first in range(0, len(image), CHUNK_IMAGES):  # bounded memory for long lists
+                greys = [to_grey(im) for im in image[first : first + CHUNK_IMAGES]]
+                boxes = [self.detector(g) for g in greys]
+                crops = [c for g, b in zip(greys, boxes) for c in crop_faces(g, b)]
+                probs = self.probs(crops, tta)
+                start = 0
+                for g, b in zip(greys, boxes):
+                    out.append(self.faces(probs[start : start + len(b)], b, g.shape))
+                    start += len(b)
             return out
         grey = to_grey(image)
         boxes = self.detector(grey)

@@ -202,3 +202,42 @@ def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
     header, row = capsys.readouterr().out.strip().splitlines()
     assert header.split(",")[-5:] == FIVE
     assert row.split(",")[7] == face.label
+
+
+@pytest.mark.parametrize("tta", ["none", "tencrop"])
+def test_classify_works_in_chunks_with_the_same_results(rec, tta, monkeypatch):
+    from emo import recognizer
+
+    crops = np.random.default_rng(3).integers(0, 256, size=(23, 48, 48), dtype=np.uint8)
+    whole = rec.classify(crops, tta)
+    sizes = []
+    backend = rec.backend
+    monkeypatch.setattr(rec, "backend", lambda x, tta: sizes.append(len(x)) or backend(x, tta))
+    monkeypatch.setattr(recognizer, "CHUNK_VIEWS", 20)
+    chunked = rec.classify(crops, tta)
+    per_call = 20 if tta == "none" else 2  # faces per forward pass: 20 views / 10 views per face
+    assert sizes == [per_call] * (23 // per_call) + [23 % per_call] * bool(23 % per_call)
+    assert np.allclose(chunked, whole, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_10000_crops_with_tencrop():
+    # In a fresh process, so the peak resident size is this job's alone.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np, torch\n"
+        "from emo import EmotionRecognizer\n"
+        "torch.set_num_threads(2)\n"
+        "rec = EmotionRecognizer.from_pretrained()\n"
+        "crops = np.random.default_rng(0).integers(0, 256, size=(10000, 48, 48), dtype=np.uint8)\n"
+        "p = rec.classify(crops, tta='tencrop')\n"
+        "assert p.shape == (10000, 7) and np.allclose(p.sum(1), 1, atol=1e-4)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True
+    )
+    peak_mb = int(out.stdout.split()[-1])
+    assert peak_mb < 2048, f"peak resident memory {peak_mb} MB"

@@ -50,8 +50,9 @@ def test_pure_functions_on_a_frame(model, frames):
     boxes = realtime.detect_faces(model, frames[0])
     assert boxes.shape == (1, 4)
     (face,) = realtime.predict_faces(model, frames[0])
-    box, label, scores = face  # the (box, label, probs) triple of STYLE.md
+    box, label, scores, face_id = face
     assert tuple(box) == tuple(int(v) for v in boxes[0]) and label == max(scores, key=scores.get)
+    assert face_id is None  # ids come from following faces over frames (Smoother)
     assert realtime.predict_faces(model, np.zeros((480, 640, 3), np.uint8)) == []
 
 
@@ -82,6 +83,27 @@ def test_smoother_damps_flicker_and_keeps_faces_apart():
         realtime.Smoother(1.0)
 
 
+def test_faces_keep_their_ids_across_frames():
+    def face(x, y):
+        return Face((x, y, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
+
+    ids = realtime.Smoother(0.0)
+    assert [f.face_id for f in ids([face(10, 10), face(300, 10)])] == [0, 1]
+    assert [f.face_id for f in ids([face(305, 12), face(14, 10)])] == [1, 0]  # listed the other way
+    assert [f.face_id for f in ids([face(12, 10), face(150, 300)])] == [0, 2]  # 1 left, a new face
+    assert [f.face_id for f in ids([face(300, 10)])] == [3]  # a face that left is not remembered
+
+
+def test_csv_rows_have_the_same_columns_with_and_without_faces():
+    names = ["happy", "sad"]
+    columns = realtime.csv_columns(names)
+    assert columns == ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", "happy", "sad"]
+    (empty,) = realtime.csv_rows(7, 0.25, [], names)
+    assert empty == [7, "0.250", "", "", "", "", "", "", "", ""]
+    faces = [Face((1, 2, 3, 4), "sad", {"happy": 0.25, "sad": 0.75}, 5)]
+    assert realtime.csv_rows(8, 0.5, faces, names) == [[8, "0.500", 5, 1, 2, 3, 4, "sad", "0.2500", "0.7500"]]
+
+
 def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path):
     stats = realtime.main(
         [
@@ -98,6 +120,7 @@ def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path
     assert count_frames(tmp_path / "out.mp4") == N_FRAMES
     rows = read_csv(tmp_path / "p.csv")
     assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))  # one face per frame
+    assert {r["face_id"] for r in rows} == {"0"}  # the same face throughout
     assert float(rows[-1]["time_s"]) == pytest.approx((N_FRAMES - 1) / 24, abs=1e-3)
     for r in rows:
         probs = [float(r[c]) for c in model.class_names]
