@@ -14,7 +14,7 @@ from pathlib import Path
 from emo.errors import exit_on_emo_error
 from emo.predict import Predictor, print_table
 from emo.realtime import load_model, run
-from emo.recognizer import EmotionRecognizer
+from emo.recognizer import DETECTORS, EmotionRecognizer
 from emo.samples import sample_images, sample_video
 
 
@@ -22,9 +22,13 @@ from emo.samples import sample_images, sample_video
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(prog="python -m emo.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    out = Path(parser.parse_args(argv).out)
+    parser.add_argument(
+        "--detector", default="yunet", choices=list(DETECTORS), help="face detector (default: yunet)"
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
 
-    model = EmotionRecognizer.from_pretrained()
+    model = EmotionRecognizer.from_pretrained(detector=args.detector)
     print(f"model: {model.source} ({len(model.class_names)} classes: {', '.join(model.class_names)})")
     predictor = Predictor(model, save_dir=out / "images")
     predictor.images(sample_images())
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     video = sample_video(out / "sample.mp4", n_frames=90)
     stats = run(
         source=video,
-        model=load_model(),  # the real-time detector settings
+        model=load_model(detector=args.detector),  # the real-time detector settings
         headless=True,
         save=out / "sample_annotated.mp4",
         csv_path=out / "sample.csv",

@@ -374,19 +374,22 @@ def run(
     max_frames: int | None = None,
     threads: int | None = 1,
     model: EmotionRecognizer | None = None,
+    detector: str = "yunet",
 ) -> dict[str, Any]:
     """Annotate a video source frame by frame until it ends, the user quits or Ctrl-C.
 
     Args:
         threads: PyTorch's and onnxruntime's threads (``load_model``); ``None``: leave as is.
-        model: a recognizer already loaded (``ckpt``, ``backend`` and ``threads`` then unused).
+        model: a recognizer already loaded (``ckpt``, ``backend``, ``threads`` and ``detector``
+            then unused).
+        detector: ``yunet`` or ``haar``, with the ``REALTIME_DETECTOR`` settings.
 
     Returns:
         ``frames`` processed, ``seconds``, ``fps`` (processing rate) and the output paths.
     """
     if threads:
         torch.set_num_threads(threads)
-    model = model or load_model(ckpt, backend, threads)
+    model = model or load_model(ckpt, backend, threads, detector)
     smoother, tracker = Smoother(smooth), FaceTracker(model.detector, detect_every)
     cap, live = open_source(source)
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -466,6 +469,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--threads", type=int, default=1, help="inference threads (default: 1)")
+    p.add_argument(
+        "--detector", default="yunet", choices=list(REALTIME_DETECTOR), help="face detector (default: yunet)"
+    )
     return p.parse_args(argv)
 
 
@@ -493,6 +499,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tta=args.tta,
         max_frames=args.max_frames,
         threads=args.threads,
+        detector=args.detector,
     )
     outputs = ", ".join(f"{k} {stats[k]}" for k in ("save", "csv") if stats[k])
     print(

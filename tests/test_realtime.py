@@ -226,3 +226,25 @@ def test_no_module_sets_a_matplotlib_backend():
                 if (func.attr == "use" and owner in {"matplotlib", "mpl"}) or func.attr == "switch_backend":
                     calls.append(f"{path.name}:{node.lineno}")
     assert calls == []
+
+
+def test_emo_predict_report_on_a_video(model, video, tmp_path, capsys):
+    from emo.predict import main
+
+    assert main([str(video), "--report", str(tmp_path / "rep"), "--csv"]) == 0
+    out, err = capsys.readouterr()
+    names = model.class_names
+    rows = read_csv(tmp_path / "rep" / "in.csv")
+    assert list(rows[0]) == ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", *names]
+    assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES)) and {r["face_id"] for r in rows} == {"0"}
+    summary = json.loads((tmp_path / "rep" / "in_summary.json").read_text())
+    assert summary["frames"] == N_FRAMES and summary["seconds"] == pytest.approx(N_FRAMES / 24)
+    (face,) = summary["faces"].values()
+    labels = [r["label"] for r in rows]
+    assert face["frames"] == N_FRAMES and face["dominant"] == max(set(labels), key=labels.count)
+    assert face["share"] == {c: pytest.approx(labels.count(c) / N_FRAMES, abs=1e-4) for c in names}
+    plot = cv2.imread(str(tmp_path / "rep" / "in_timeline.png"))
+    assert plot is not None and plot.shape[1] > 800
+    assert out.startswith("file,frame,face,") and "in.mp4: 1.0 s, 24 frames" not in out  # CSV only
+    assert "in.mp4: 1.0 s, 24 frames" in err and "#0" in err  # the summary table
+    assert f"wrote {tmp_path / 'rep' / 'in.csv'}" in err
