@@ -410,7 +410,9 @@ class OnnxBackend:
         return probs.reshape(v, n, -1).mean(0)
 
 
-BACKENDS = ("torch", "onnx")
+#: ``onnx-int8``: the checkpoint's int8 model beside it (``<name>-int8.onnx``, from
+#: ``emo-export --int8``; the bundled vgg_s has one), in onnxruntime.
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def resolve_checkpoint(spec: str | Path | None = None) -> Path:
@@ -511,8 +513,9 @@ class EmotionRecognizer:
         """Any emo checkpoint (``.ckpt``, any class set) or ``emo-export`` model (``.onnx``).
 
         Args:
-            backend: ``torch`` or ``onnx``; an ``.onnx`` file always runs in onnxruntime, and a
-                checkpoint under ``onnx`` is exported once and cached.
+            backend: ``torch``, ``onnx`` or ``onnx-int8``; an ``.onnx`` file always runs in
+                onnxruntime, a checkpoint under ``onnx`` is exported once and cached, and under
+                ``onnx-int8`` its ``<name>-int8.onnx`` beside it is used.
             threads: onnxruntime's thread count (default: all cores). PyTorch's is process-wide:
                 set it with ``torch.set_num_threads``.
             detector: ``yunet`` (default) or ``haar``, or a detector object.
@@ -524,6 +527,14 @@ class EmotionRecognizer:
         if backend not in BACKENDS:
             raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
         path = Path(path)
+        if backend == "onnx-int8" and path.suffix != ".onnx":
+            int8 = path.with_name(f"{path.stem}-int8.onnx")
+            if not int8.is_file():
+                raise EmoError(
+                    f"no int8 model beside {path}: write {int8.name} with "
+                    f"emo-export --ckpt {path} --int8 --out {int8} (needs FER-2013 to calibrate)"
+                )
+            path = int8
         detector = make_detector(detector, **kwargs)
         from emo.paths import WEIGHTS_DIR
 
