@@ -534,7 +534,7 @@ class EmotionRecognizer:
                     f"no int8 model beside {path}: write {int8.name} with "
                     f"emo-export --ckpt {path} --int8 --out {int8} (needs FER-2013 to calibrate)"
                 )
-            path = int8
+            path, _source = int8, _source and f"{_source}-int8"
         detector = make_detector(detector, **kwargs)
         from emo.paths import WEIGHTS_DIR
 

@@ -258,3 +258,17 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
     before_mb, peak_mb = (int(v) for v in out.stdout.split()[-2:])
     assert peak_mb < 2048, f"peak resident memory {peak_mb} MB"
     assert peak_mb - before_mb < 500, f"classify added {peak_mb - before_mb} MB"
+
+
+def test_the_bundled_int8_model_agrees_with_fp32(rec):
+    pytest.importorskip("onnxruntime")
+    int8 = EmotionRecognizer.from_pretrained("vgg_s", backend="onnx-int8")
+    assert int8.source == "vgg_s-int8" and int8.backend.name == "onnx"
+    fp32 = EmotionRecognizer.from_pretrained("vgg_s")
+    crops = np.random.default_rng(5).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+    a, b = int8.classify(crops), fp32.classify(crops)
+    assert np.abs(a - b).max() < 0.1 and (a.argmax(1) == b.argmax(1)).mean() >= 0.8
+    with pytest.raises(
+        EmoError, match="no int8 model beside .*cnn3.ckpt: write cnn3-int8.onnx with emo-export"
+    ):
+        EmotionRecognizer.from_pretrained("cnn3", backend="onnx-int8")
