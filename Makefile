@@ -21,7 +21,7 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP) ## the pretrained model on sample images and a sample video (writes outputs/demo)
-	$(PY) -m emo.demo --out outputs/demo
+	$(PY) -m emo.inference.demo --out outputs/demo
 
 install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 

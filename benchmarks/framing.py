@@ -1,4 +1,4 @@
-"""Where FER-2013's framing sits relative to a face detector's output (``emo.recognizer``'s
+"""Where FER-2013's framing sits relative to a face detector's output (``emo.inference.detect``'s
 ``HAAR_FRAMING``; ``YUNET_FRAMING`` and ``YUNET_CENTRE``).
 
 python benchmarks/framing.py [DATA_DIR] [--detector yunet|haar] [--n 1200]   # $EMO_DATA_DIR or data/fer2013
@@ -20,9 +20,10 @@ import os
 import cv2
 import numpy as np
 
+from emo import EmotionRecognizer
 from emo.data import load_fer2013
 from emo.data.fer2013 import TRAIN, VAL
-from emo.recognizer import EmotionRecognizer, crop_faces, make_detector, square_boxes
+from emo.inference.detect import crop_faces, make_detector, square_boxes
 
 UP = 4  # 48 -> 192 px: Haar needs faces well above its 24 px window
 SETTINGS = {"haar": {"max_side": None, "min_face": 60, "scale_factor": 1.05}, "yunet": {"max_side": None}}

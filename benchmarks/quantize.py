@@ -3,7 +3,7 @@ against fp32, measured in one run.
 
 python benchmarks/quantize.py [DATA_DIR] [--ckpt vgg_s] [--calibration 512]
 
-The int8 model is calibrated on Training faces (``emo.export.calibration_faces``) exactly as
+The int8 model is calibrated on Training faces (``emo.inference.export.calibration_faces``) exactly as
 ``emo-export --int8`` does; accuracy is measured on all of PublicTest (the validation split, where
 the acceptance rule lives: at most 0.3 points below fp32), latency as the median of 300
 single-face calls (preprocessing, network, softmax) on one thread.
@@ -24,9 +24,9 @@ import torch
 from emo import EmotionRecognizer
 from emo.data import load_fer2013
 from emo.data.fer2013 import VAL
-from emo.export import calibration_faces, export_onnx, quantize_int8
+from emo.inference.backends import resolve_checkpoint
+from emo.inference.export import calibration_faces, export_onnx, quantize_int8
 from emo.module import load_checkpoint
-from emo.recognizer import resolve_checkpoint
 
 
 def per_face_ms(rec: EmotionRecognizer, crop: np.ndarray, n: int = 300) -> float:

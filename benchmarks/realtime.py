@@ -3,9 +3,9 @@ and the ``fer`` package measured in the same run.
 
 python benchmarks/realtime.py [--frames 150] [--repeat 2] [--fer-python fervenv/bin/python]
 
-Runs the default real-time model (``emo.realtime.load_model()``) on a synthetic 640x480 video of
+Runs the default real-time model (``emo.inference.realtime.load_model()``) on a synthetic 640x480 video of
 one sample face (~150 px, moving), one inference thread, for each backend (torch, onnxruntime
-fp32, onnxruntime int8) and detector (YuNet, Haar). End to end is ``emo.realtime.run`` headless:
+fp32, onnxruntime int8) and detector (YuNet, Haar). End to end is ``emo.inference.realtime.run`` headless:
 decode a frame, find the face (a full search every ``detect every`` frames, tracking between),
 classify it, smooth, draw boxes, label, bars and FPS. "per-face ms" is ``probs`` on one crop
 (preprocessing + network + softmax); "network ms" the network alone on one prepared face, the
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 import torch
 
-from emo import realtime
-from emo.recognizer import crop_faces
+from emo.inference import realtime, video
+from emo.inference.detect import crop_faces
 from emo.samples import moving_face_frames, write_video
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +49,7 @@ def median_ms(fn, n: int = 300) -> float:
 
 def detection_ms(model: realtime.EmotionRecognizer, greys: list[np.ndarray], every: int) -> float:
     """Mean face-finding time per frame with a full search every ``every`` frames."""
-    tracker = realtime.FaceTracker(model.detector, every)
+    tracker = video.FaceTracker(model.detector, every)
     t0 = time.perf_counter()
     for g in greys:
         tracker(g)

@@ -13,8 +13,10 @@ import torch
 
 from emo import EmotionRecognizer, weights
 from emo.errors import EmoError
+from emo.inference.backends import resolve_checkpoint
+from emo.inference.detect import crop_faces
+from emo.inference.images import to_grey
 from emo.module import EmoModule, load_checkpoint
-from emo.recognizer import crop_faces, resolve_checkpoint, to_grey
 from emo.samples import sample_path
 
 FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
@@ -193,7 +195,7 @@ def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
 
 
 def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
-    from emo.predict import main
+    from emo.inference.predict import main
 
     rec = EmotionRecognizer.from_checkpoint(five_class_ckpt)
     assert rec.class_names == FIVE
@@ -208,7 +210,7 @@ def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
 
 @pytest.mark.parametrize("tta", ["none", "tencrop"])
 def test_classify_works_in_chunks_with_the_same_results(rec, tta, monkeypatch):
-    from emo import recognizer
+    from emo.inference import recognizer
 
     crops = np.random.default_rng(3).integers(0, 256, size=(23, 48, 48), dtype=np.uint8)
     whole = rec.classify(crops, tta)
@@ -234,7 +236,8 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
     code = (
         "import resource, numpy as np, torch\n"
         "from emo.module import EmoModule\n"
-        "from emo.recognizer import EmotionRecognizer, TorchBackend\n"
+        "from emo.inference.backends import TorchBackend\n"
+        "from emo.inference.recognizer import EmotionRecognizer\n"
         "torch.set_num_threads(2)\n"
         "m = EmoModule(arch='vgg_t', net_kwargs={'widths': (4, 8, 8, 8), 'depth': (1, 1, 1, 1)})\n"
         "rec = EmotionRecognizer(TorchBackend(m), m.class_names, m.preprocess)\n"

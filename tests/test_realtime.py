@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from emo import realtime
 from emo.errors import EmoError
-from emo.recognizer import Face
+from emo.inference import realtime
+from emo.inference import video as emo_video
+from emo.inference.recognizer import Face
 from emo.samples import moving_face_frames, sample_path, write_video
 
 N_FRAMES = 24
@@ -57,12 +58,12 @@ def test_pure_functions_on_a_frame(model, frames):
 
 
 def test_tracker_follows_the_face_between_full_searches(model, frames):
-    tracker = realtime.FaceTracker(model.detector, detect_every=5)
+    tracker = emo_video.FaceTracker(model.detector, detect_every=5)
     for frame in frames:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         (tracked,) = tracker(grey)
         (full,) = model.detector(grey)
-        assert realtime.iou(tracked, full) > 0.7
+        assert emo_video.iou(tracked, full) > 0.7
     assert tracker.full_searches == -(-N_FRAMES // 5)
 
 
@@ -70,24 +71,24 @@ def test_smoother_damps_flicker_and_keeps_faces_apart():
     names = ["happy", "sad"]
     a = Face((10, 10, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
     b = Face((12, 10, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # same face, one odd frame
-    smooth = realtime.Smoother(0.8)
+    smooth = emo_video.Smoother(0.8)
     smooth([a])
     (got,) = smooth([b])
     assert got.label == "happy" and got.scores["happy"] == pytest.approx(0.8 * 0.9 + 0.2 * 0.4)
     far = Face((300, 300, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # another face
     assert smooth([far])[0].label == "sad"
-    off = realtime.Smoother(0.0)
+    off = emo_video.Smoother(0.0)
     off([a])
     assert off([b])[0].scores == pytest.approx(b.scores) and list(got.scores) == names
     with pytest.raises(EmoError, match="smooth=1.0"):
-        realtime.Smoother(1.0)
+        emo_video.Smoother(1.0)
 
 
 def test_faces_keep_their_ids_across_frames():
     def face(x, y):
         return Face((x, y, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
 
-    ids = realtime.Smoother(0.0)
+    ids = emo_video.Smoother(0.0)
     assert [f.face_id for f in ids([face(10, 10), face(300, 10)])] == [0, 1]
     assert [f.face_id for f in ids([face(305, 12), face(14, 10)])] == [1, 0]  # listed the other way
     assert [f.face_id for f in ids([face(12, 10), face(150, 300)])] == [0, 2]  # 1 left, a new face
@@ -96,12 +97,14 @@ def test_faces_keep_their_ids_across_frames():
 
 def test_csv_rows_have_the_same_columns_with_and_without_faces():
     names = ["happy", "sad"]
-    columns = realtime.csv_columns(names)
+    columns = emo_video.csv_columns(names)
     assert columns == ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", "happy", "sad"]
-    (empty,) = realtime.csv_rows(7, 0.25, [], names)
+    (empty,) = emo_video.csv_rows(7, 0.25, [], names)
     assert empty == [7, "0.250", "", "", "", "", "", "", "", ""]
     faces = [Face((1, 2, 3, 4), "sad", {"happy": 0.25, "sad": 0.75}, 5)]
-    assert realtime.csv_rows(8, 0.5, faces, names) == [[8, "0.500", 5, 1, 2, 3, 4, "sad", "0.2500", "0.7500"]]
+    assert emo_video.csv_rows(8, 0.5, faces, names) == [
+        [8, "0.500", 5, 1, 2, 3, 4, "sad", "0.2500", "0.7500"]
+    ]
 
 
 def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path):
@@ -172,11 +175,11 @@ def test_unavailable_sources_are_one_line_errors(tmp_path, capsys):
         assert len(err) == 1 and message in err[0]
     (tmp_path / "fake.mp4").write_bytes(b"not a video")
     with pytest.raises(EmoError, match="cannot open"):
-        realtime.open_source(tmp_path / "fake.mp4")
+        emo_video.open_source(tmp_path / "fake.mp4")
 
 
 def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, capsys):
-    from emo.predict import main
+    from emo.inference.predict import main
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), 128, np.uint8))
@@ -229,7 +232,7 @@ def test_no_module_sets_a_matplotlib_backend():
 
 
 def test_emo_predict_report_on_a_video(model, video, tmp_path, capsys):
-    from emo.predict import main
+    from emo.inference.predict import main
 
     assert main([str(video), "--report", str(tmp_path / "rep"), "--csv"]) == 0
     out, err = capsys.readouterr()

@@ -92,8 +92,8 @@ def test_the_window_shows_the_annotated_frame_and_q_quits(display, tmp_path):
     cap = cv2.VideoCapture(str(video))
     frame = cap.read()[1]  # as decoded (MP4 is lossy)
     cap.release()
-    from emo import realtime
-    from emo.draw import colour
+    from emo.inference import realtime
+    from emo.inference.draw import colour
 
     (face,) = realtime.predict_faces(realtime.load_model(), frame)
     x0, y0, w0, h0 = face.box

@@ -32,7 +32,7 @@ def annotate(image: np.ndarray, faces: Sequence, fps: float | None = None, bars:
     """A copy of a BGR image (H, W, 3) with each face's box, label and probability bars.
 
     Args:
-        faces: :class:`~emo.recognizer.Face` (``box``, ``label``, ``scores``: a class ->
+        faces: :class:`~emo.inference.recognizer.Face` (``box``, ``label``, ``scores``: a class ->
             probability map, and ``face_id``, drawn as ``#id`` before the label when set).
         fps: drawn in the top-left corner when given.
         bars: draw one probability bar per class beside each face.

@@ -25,18 +25,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from emo.draw import annotate
 from emo.errors import EmoError, exit_on_emo_error
+from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.detect import DETECTORS
+from emo.inference.draw import annotate
+from emo.inference.images import IMAGE_SUFFIXES, to_bgr
+from emo.inference.recognizer import EmotionRecognizer, Face
+from emo.inference.report import VideoReport
+from emo.inference.video import Smoother, open_source, open_writer
 from emo.module import TTA_MODES
-from emo.recognizer import (
-    BACKENDS,
-    DETECTORS,
-    IMAGE_SUFFIXES,
-    EmotionRecognizer,
-    Face,
-    resolve_checkpoint,
-    to_bgr,
-)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 #: Images decoded and classified together (one forward pass for all their faces).
@@ -122,9 +119,6 @@ class Predictor:
                     self.saved.append(out)
 
     def video(self, file: Path) -> None:
-        from emo.realtime import Smoother, open_source, open_writer, predict_faces
-        from emo.report import VideoReport
-
         try:
             cap, _ = open_source(file)
         except EmoError as err:
@@ -152,7 +146,7 @@ class Predictor:
                 ok, frame = cap.read()
                 if not ok:
                     break
-                faces = ids(predict_faces(self.model, frame, tta=self.tta))  # every frame searched in full
+                faces = ids(self.model.predict(frame, self.tta))  # every frame searched in full
                 self.rows += rows_of(file, n, faces)
                 if report is not None:
                     report.add(n, faces)
@@ -262,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """Console entry point (``emo-predict``, ``python -m emo.predict``)."""
+    """Console entry point (``emo-predict``, ``python -m emo.inference.predict``)."""
     sys.exit(main())
 
 

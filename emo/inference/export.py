@@ -28,20 +28,12 @@ from torch import nn
 
 from emo.data.fer2013 import default_cache_dir
 from emo.errors import EmoError, exit_on_emo_error
+from emo.inference.backends import INSTALL_HINT, OnnxBackend, resolve_checkpoint
 from emo.module import EmoModule, load_checkpoint
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "faces", "probs"
 FORMATS = ("onnx",)
-INSTALL_HINT = "pip install 'emo[onnx]' (onnx, onnxruntime, onnxscript), or use --backend torch"
-
-
-def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise EmoError(f"onnxruntime is not installed: {INSTALL_HINT}") from None
-    return onnxruntime
 
 
 class Probabilities(nn.Module):
@@ -157,14 +149,6 @@ def calibration_faces(module: EmoModule, data_dir: str | Path, n: int = 512, see
     return preprocess_faces(data.images[idx], module.preprocess).numpy()
 
 
-def onnx_metadata(session) -> tuple[list[str], dict]:
-    """Class names and preprocessing stored in an exported model (an onnxruntime session)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if "emo_class_names" not in meta or "emo_preprocess" not in meta:
-        raise EmoError("this ONNX model has no emo metadata (class names): export it with emo-export")
-    return json.loads(meta["emo_class_names"]), json.loads(meta["emo_preprocess"])
-
-
 def cached_onnx(ckpt: str | Path, module: EmoModule) -> bytes | Path:
     """The ONNX model of checkpoint ``ckpt``, exported once into ``$EMO_CACHE_DIR/onnx``.
 
@@ -190,8 +174,6 @@ def cached_onnx(ckpt: str | Path, module: EmoModule) -> bytes | Path:
 
 def parity(module: EmoModule, model: bytes | str | Path, n: int = 16, seed: int = 0) -> float:
     """Max absolute difference between torch's and onnxruntime's probabilities on random faces."""
-    from emo.recognizer import OnnxBackend
-
     size = int(module.preprocess["image_size"])
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
@@ -201,8 +183,6 @@ def parity(module: EmoModule, model: bytes | str | Path, n: int = 16, seed: int 
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> None:
-    from emo.recognizer import resolve_checkpoint
-
     parser = argparse.ArgumentParser(prog="emo-export", description="Export an emo model for other runtimes.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="output format (default: onnx)")
     parser.add_argument(
@@ -237,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cli() -> None:
-    """Console entry point (``emo-export``, ``python -m emo.export``)."""
+    """Console entry point (``emo-export``, ``python -m emo.inference.export``)."""
     main()
 
 

@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from emo.draw import colour
-from emo.realtime import csv_columns, csv_rows
-from emo.recognizer import Face
+from emo.inference.draw import colour
+from emo.inference.recognizer import Face
+from emo.inference.video import csv_columns, csv_rows
 
 #: Faces drawn in the timeline, longest seen first (a crowd would make it unreadable).
 MAX_TIMELINE_FACES = 8
