@@ -21,7 +21,7 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP) ## the pretrained model on sample images and a sample video (writes outputs/demo)
-	$(PY) -m emo.demo --out outputs/demo
+	$(PY) -m emo.inference.demo --out outputs/demo
 
 serve: $(STAMP) ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-serve; ARGS="--port 8080 ...")
 	$(VENV)/bin/emo-serve $(ARGS)

@@ -11,14 +11,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # notebooks switch to their inline backend themselves
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from emo.data.fer2013 import (  # noqa: E402
+from emo.data.fer2013 import (
     FER2013_CLASSES,
     SPLIT_NAMES,
     TEST,
@@ -27,8 +24,8 @@ from emo.data.fer2013 import (  # noqa: E402
     FerArrays,
     find_source,
 )
-from emo.data.transforms import preprocess_faces  # noqa: E402
-from emo.errors import EmoError  # noqa: E402
+from emo.data.transforms import preprocess_faces
+from emo.errors import EmoError
 
 
 # ------------------------------------------------------------------------------------ data
@@ -75,9 +72,10 @@ def class_counts(labels: np.ndarray, split: np.ndarray, num_classes: int = len(F
     }
 
 
-def class_balance_figure(counts: dict, class_names: Sequence[str] = FER2013_CLASSES) -> plt.Figure:
+def class_balance_figure(counts: dict, class_names: Sequence[str] = FER2013_CLASSES) -> Figure:
     """Bars of each class's share per split (counts on top of the training bars)."""
-    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
+    fig = Figure(figsize=(9, 4), constrained_layout=True)
+    ax = fig.subplots()
     x = np.arange(len(class_names))
     w = 0.8 / len(counts)
     for i, (name, c) in enumerate(counts.items()):
@@ -97,12 +95,11 @@ def sample_grid(
     class_names: Sequence[str] = FER2013_CLASSES,
     per_class: int = 8,
     seed: int = 0,
-) -> plt.Figure:
+) -> Figure:
     """A row of ``per_class`` random faces for each class."""
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(
-        len(class_names), per_class, figsize=(per_class * 1.1, len(class_names) * 1.2), squeeze=False
-    )
+    fig = Figure(figsize=(per_class * 1.1, len(class_names) * 1.2))
+    axes = fig.subplots(len(class_names), per_class, squeeze=False)
     for row, name in enumerate(class_names):
         idx = np.flatnonzero(labels == row)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
@@ -143,10 +140,11 @@ def pixel_stats(images: np.ndarray) -> dict:
     }
 
 
-def pixel_stats_figure(images: np.ndarray) -> plt.Figure:
+def pixel_stats_figure(images: np.ndarray) -> Figure:
     """Histograms of all grey levels, of each face's mean and of each face's contrast (std)."""
     stats = pixel_stats(images)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), constrained_layout=True)
+    fig = Figure(figsize=(13, 3.5), constrained_layout=True)
+    axes = fig.subplots(1, 3)
     axes[0].hist(images.ravel(), bins=64, range=(0, 255), color="gray")
     axes[0].set(title=f"grey levels (mean {stats['mean']:.3f}, std {stats['std']:.3f})", xlabel="0..255")
     axes[1].hist(stats["face_mean"], bins=50, range=(0, 1))
@@ -190,13 +188,12 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict
     return {"confidence": mean_conf, "accuracy": acc, "count": count, "edges": edges, "ece": ece}
 
 
-def reliability_figure(rel: dict, title: str = "") -> plt.Figure:
+def reliability_figure(rel: dict, title: str = "") -> Figure:
     """Reliability diagram (accuracy against confidence per bin) and the confidence histogram."""
     edges, count = rel["edges"], rel["count"]
     centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
-    fig, (ax, hx) = plt.subplots(
-        2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
-    )
+    fig = Figure(figsize=(5.5, 6.5), constrained_layout=True)
+    ax, hx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.bar(centers, np.nan_to_num(rel["accuracy"]), width=width * 0.95, edgecolor="k", label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"reliability {title} (ECE {rel['ece']:.3f})")
@@ -221,10 +218,11 @@ def mistakes_figure(
     idx: np.ndarray,
     class_names: Sequence[str],
     cols: int = 8,
-) -> plt.Figure:
+) -> Figure:
     """The faces ``idx`` titled with the prediction (confidence) and the true label."""
     rows = max(1, -(-len(idx) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8), squeeze=False)
+    fig = Figure(figsize=(cols * 1.5, rows * 1.8))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx):

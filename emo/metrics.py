@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: training servers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:
@@ -68,11 +65,12 @@ def classification_report(summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> plt.Figure:
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
     """Counts (left) and row-normalised recall (right) side by side."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    fig = Figure(figsize=(13, 5.5), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     for ax, data, fmt, sub in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalised")):
         im = ax.imshow(data, cmap="Blues")
         ax.set(

@@ -6,22 +6,20 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchmetrics.functional.classification import multiclass_auroc, multiclass_roc  # noqa: E402
+import torch
+from matplotlib.figure import Figure
+from torchmetrics.functional.classification import multiclass_auroc, multiclass_roc
 
 log = logging.getLogger(__name__)
 
 
-def plot_roc(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], title: str) -> plt.Figure:
+def plot_roc(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], title: str) -> Figure:
     """One-vs-rest ROC curve per class, with its AUC in the legend."""
     c = len(class_names)
     fpr, tpr, _ = multiclass_roc(probs, labels, c)
     auc = multiclass_auroc(probs, labels, c, average=None)
-    fig, ax = plt.subplots(figsize=(6.5, 6), constrained_layout=True)
+    fig = Figure(figsize=(6.5, 6), constrained_layout=True)
+    ax = fig.subplots()
     for i, name in enumerate(class_names):
         ax.plot(fpr[i], tpr[i], label=f"{name} (AUC {auc[i]:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
@@ -47,12 +45,13 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(v.items()) for tag, v in scalars.items()}
 
 
-def plot_curves(run_dir: Path) -> plt.Figure | None:
+def plot_curves(run_dir: Path) -> Figure | None:
     """Train/val accuracy and loss per epoch from a training run's logs; ``None`` if there are none."""
     scalars = read_scalars(run_dir)
     if "val/acc" not in scalars:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    fig = Figure(figsize=(12, 4.5), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("acc", "loss")):
         for stage in ("train", "val"):
             points = scalars.get(f"{stage}/{metric}")

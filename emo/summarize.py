@@ -22,16 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from emo.errors import EmoError, exit_on_emo_error  # noqa: E402
+from emo.errors import EmoError, exit_on_emo_error
 
 
 @dataclass
@@ -150,12 +147,13 @@ def _short_label(name: str, width: int = 45) -> str:
     return textwrap.fill(name, width)
 
 
-def comparison_figure(rows: Sequence[dict], title: str = "") -> plt.Figure:
+def comparison_figure(rows: Sequence[dict], title: str = "") -> Figure:
     """Test accuracy and macro-F1 per configuration as bars with ±1 std error bars."""
     names = [r["config"] for r in rows]
     y = np.arange(len(rows))
     lines = max(_short_label(n).count("\n") + 1 for n in names)
-    fig, ax = plt.subplots(figsize=(10, 1.2 + (0.3 + 0.2 * lines) * len(rows)), constrained_layout=True)
+    fig = Figure(figsize=(10, 1.2 + (0.3 + 0.2 * lines) * len(rows)), constrained_layout=True)
+    ax = fig.subplots()
     h = 0.38
     for off, col, label in ((-h / 2, "accuracy", "test accuracy"), (h / 2, "macro_f1", "test macro-F1")):
         means = [r[f"{col}_mean"] for r in rows]
@@ -186,7 +184,6 @@ def summarize_multirun(
     if plot:
         fig = comparison_figure(rows, root.name)
         fig.savefig(root / "summary.png", dpi=120)
-        plt.close(fig)
     optuna = root / "optimization_results.yaml"
     if optuna.is_file():
         res = OmegaConf.load(optuna)

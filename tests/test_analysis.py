@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -92,7 +91,6 @@ def test_predict_probs_matches_module_and_figures_draw():
         mistakes_figure(fer.images[test], probs, fer.labels[test], idx, FER2013_CLASSES),
     ]
     assert all(f.axes for f in figs)
-    plt.close("all")
 
 
 def test_find_data_dir(tmp_path, monkeypatch):

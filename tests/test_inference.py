@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,8 +13,10 @@ import torch
 
 from emo import EmotionRecognizer, weights
 from emo.errors import EmoError
+from emo.inference.backends import resolve_checkpoint
+from emo.inference.detect import crop_faces
+from emo.inference.images import to_grey
 from emo.module import EmoModule, load_checkpoint
-from emo.recognizer import crop_faces, resolve_checkpoint, to_grey
 from emo.samples import sample_path
 
 FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
@@ -99,7 +103,26 @@ def test_boxes_follow_the_face_in_large_odd_sized_frames(rec, face_bgr):
 def test_images_without_a_face_give_an_empty_list(rec, shape):
     noise = np.random.default_rng(0).integers(0, 255, size=shape, dtype=np.uint8)
     assert rec.predict(noise) == []
-    assert rec.predict(sample_path("camera")) == []  # a face in profile: not a frontal face
+
+
+def test_yunet_finds_the_cameraman_that_haar_misses(rec):
+    assert rec.detector.name == "yunet"  # the default
+    (face,) = rec.predict(sample_path("camera"))  # a face half in profile
+    x, y, w, h = face.box
+    assert 100 <= x + w / 2 <= 160 and 90 <= y + h / 2 <= 140 and 40 <= w <= 90  # on his face
+    haar = EmotionRecognizer.from_pretrained(detector="haar")
+    assert haar.detector.name == "haar" and haar.predict(sample_path("camera")) == []
+    assert len(haar.predict(sample_path("astronaut"))) == 1
+
+
+def test_detector_choices_and_errors(monkeypatch):
+    with pytest.raises(EmoError, match="detector 'mtcnn' is not valid: choose one of yunet, haar"):
+        EmotionRecognizer.from_pretrained(detector="mtcnn")
+    with pytest.raises(EmoError, match="detector=yunet: .*unexpected keyword argument 'scale_factor'"):
+        EmotionRecognizer.from_pretrained(detector="yunet", scale_factor=1.1)
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # OpenCV 5 has no Haar cascades
+    with pytest.raises(EmoError, match="detector='haar' needs OpenCV 4 .*use detector='yunet'"):
+        EmotionRecognizer.from_pretrained(detector="haar")
 
 
 def test_a_list_of_images_is_one_batch_with_the_same_results(rec, face_bgr, monkeypatch):
@@ -172,7 +195,7 @@ def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
 
 
 def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
-    from emo.predict import main
+    from emo.inference.predict import main
 
     rec = EmotionRecognizer.from_checkpoint(five_class_ckpt)
     assert rec.class_names == FIVE
@@ -183,3 +206,72 @@ def test_five_class_checkpoint_end_to_end(five_class_ckpt, face_bgr, capsys):
     header, row = capsys.readouterr().out.strip().splitlines()
     assert header.split(",")[-5:] == FIVE
     assert row.split(",")[7] == face.label
+
+
+@pytest.mark.parametrize("tta", ["none", "tencrop"])
+def test_classify_works_in_chunks_with_the_same_results(rec, tta, monkeypatch):
+    from emo.inference import recognizer
+
+    crops = np.random.default_rng(3).integers(0, 256, size=(23, 48, 48), dtype=np.uint8)
+    whole = rec.classify(crops, tta)
+    sizes = []
+    backend = rec.backend
+    monkeypatch.setattr(rec, "backend", lambda x, tta: sizes.append(len(x)) or backend(x, tta))
+    monkeypatch.setattr(recognizer, "CHUNK_VIEWS", 20)
+    chunked = rec.classify(crops, tta)
+    per_call = 20 if tta == "none" else 2  # faces per forward pass: 20 views / 10 views per face
+    assert sizes == [per_call] * (23 // per_call) + [23 % per_call] * bool(23 % per_call)
+    assert np.allclose(chunked, whole, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_10000_crops_with_tencrop():
+    # In a fresh process, so the peak resident size is this job's alone. The network is a narrow
+    # vgg_t (4-8 filters) so the test takes seconds: what used to grow (every view of every crop,
+    # every view's activations) grows the same with any network; unchunked, these 100,000 views
+    # would hold 0.9 GB of input and 3.7 GB of first-layer activations.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np, torch\n"
+        "from emo.module import EmoModule\n"
+        "from emo.inference.backends import TorchBackend\n"
+        "from emo.inference.recognizer import EmotionRecognizer\n"
+        "torch.set_num_threads(2)\n"
+        "m = EmoModule(arch='vgg_t', net_kwargs={'widths': (4, 8, 8, 8), 'depth': (1, 1, 1, 1)})\n"
+        "rec = EmotionRecognizer(TorchBackend(m), m.class_names, m.preprocess)\n"
+        "crops = np.random.default_rng(0).integers(0, 256, size=(10000, 48, 48), dtype=np.uint8)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        "p = rec.classify(crops, tta='tencrop')\n"
+        "assert p.shape == (10000, 7) and np.allclose(p.sum(1), 1, atol=1e-4)\n"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+        cwd=root,
+        env=env,
+    )
+    before_mb, peak_mb = (int(v) for v in out.stdout.split()[-2:])
+    assert peak_mb < 2048, f"peak resident memory {peak_mb} MB"
+    assert peak_mb - before_mb < 500, f"classify added {peak_mb - before_mb} MB"
+
+
+def test_the_bundled_int8_model_agrees_with_fp32(rec):
+    pytest.importorskip("onnxruntime")
+    int8 = EmotionRecognizer.from_pretrained("vgg_s", backend="onnx-int8")
+    assert int8.source == "vgg_s-int8" and int8.backend.name == "onnx"
+    fp32 = EmotionRecognizer.from_pretrained("vgg_s")
+    crops = np.random.default_rng(5).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+    a, b = int8.classify(crops), fp32.classify(crops)
+    assert np.abs(a - b).max() < 0.1 and (a.argmax(1) == b.argmax(1)).mean() >= 0.8
+    with pytest.raises(
+        EmoError, match="no int8 model beside .*cnn3.ckpt: write cnn3-int8.onnx with emo-export"
+    ):
+        EmotionRecognizer.from_pretrained("cnn3", backend="onnx-int8")

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from emo import realtime
 from emo.errors import EmoError
-from emo.recognizer import Face
+from emo.inference import realtime
+from emo.inference import video as emo_video
+from emo.inference.recognizer import Face
 from emo.samples import moving_face_frames, sample_path, write_video
 
 N_FRAMES = 24
@@ -50,18 +51,19 @@ def test_pure_functions_on_a_frame(model, frames):
     boxes = realtime.detect_faces(model, frames[0])
     assert boxes.shape == (1, 4)
     (face,) = realtime.predict_faces(model, frames[0])
-    box, label, scores = face  # the (box, label, probs) triple of STYLE.md
+    box, label, scores, face_id = face
     assert tuple(box) == tuple(int(v) for v in boxes[0]) and label == max(scores, key=scores.get)
+    assert face_id is None  # ids come from following faces over frames (Smoother)
     assert realtime.predict_faces(model, np.zeros((480, 640, 3), np.uint8)) == []
 
 
 def test_tracker_follows_the_face_between_full_searches(model, frames):
-    tracker = realtime.FaceTracker(model.detector, detect_every=5)
+    tracker = emo_video.FaceTracker(model.detector, detect_every=5)
     for frame in frames:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         (tracked,) = tracker(grey)
         (full,) = model.detector(grey)
-        assert realtime.iou(tracked, full) > 0.7
+        assert emo_video.iou(tracked, full) > 0.7
     assert tracker.full_searches == -(-N_FRAMES // 5)
 
 
@@ -69,17 +71,40 @@ def test_smoother_damps_flicker_and_keeps_faces_apart():
     names = ["happy", "sad"]
     a = Face((10, 10, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
     b = Face((12, 10, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # same face, one odd frame
-    smooth = realtime.Smoother(0.8)
+    smooth = emo_video.Smoother(0.8)
     smooth([a])
     (got,) = smooth([b])
     assert got.label == "happy" and got.scores["happy"] == pytest.approx(0.8 * 0.9 + 0.2 * 0.4)
     far = Face((300, 300, 50, 50), "sad", {"happy": 0.4, "sad": 0.6})  # another face
     assert smooth([far])[0].label == "sad"
-    off = realtime.Smoother(0.0)
+    off = emo_video.Smoother(0.0)
     off([a])
     assert off([b])[0].scores == pytest.approx(b.scores) and list(got.scores) == names
     with pytest.raises(EmoError, match="smooth=1.0"):
-        realtime.Smoother(1.0)
+        emo_video.Smoother(1.0)
+
+
+def test_faces_keep_their_ids_across_frames():
+    def face(x, y):
+        return Face((x, y, 50, 50), "happy", {"happy": 0.9, "sad": 0.1})
+
+    ids = emo_video.Smoother(0.0)
+    assert [f.face_id for f in ids([face(10, 10), face(300, 10)])] == [0, 1]
+    assert [f.face_id for f in ids([face(305, 12), face(14, 10)])] == [1, 0]  # listed the other way
+    assert [f.face_id for f in ids([face(12, 10), face(150, 300)])] == [0, 2]  # 1 left, a new face
+    assert [f.face_id for f in ids([face(300, 10)])] == [3]  # a face that left is not remembered
+
+
+def test_csv_rows_have_the_same_columns_with_and_without_faces():
+    names = ["happy", "sad"]
+    columns = emo_video.csv_columns(names)
+    assert columns == ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", "happy", "sad"]
+    (empty,) = emo_video.csv_rows(7, 0.25, [], names)
+    assert empty == [7, "0.250", "", "", "", "", "", "", "", ""]
+    faces = [Face((1, 2, 3, 4), "sad", {"happy": 0.25, "sad": 0.75}, 5)]
+    assert emo_video.csv_rows(8, 0.5, faces, names) == [
+        [8, "0.500", 5, 1, 2, 3, 4, "sad", "0.2500", "0.7500"]
+    ]
 
 
 def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path):
@@ -98,6 +123,7 @@ def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path
     assert count_frames(tmp_path / "out.mp4") == N_FRAMES
     rows = read_csv(tmp_path / "p.csv")
     assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))  # one face per frame
+    assert {r["face_id"] for r in rows} == {"0"}  # the same face throughout
     assert float(rows[-1]["time_s"]) == pytest.approx((N_FRAMES - 1) / 24, abs=1e-3)
     for r in rows:
         probs = [float(r[c]) for c in model.class_names]
@@ -149,31 +175,79 @@ def test_unavailable_sources_are_one_line_errors(tmp_path, capsys):
         assert len(err) == 1 and message in err[0]
     (tmp_path / "fake.mp4").write_bytes(b"not a video")
     with pytest.raises(EmoError, match="cannot open"):
-        realtime.open_source(tmp_path / "fake.mp4")
+        emo_video.open_source(tmp_path / "fake.mp4")
 
 
 def test_emo_predict_reports_a_corrupt_file_and_runs_the_rest(video, tmp_path, capsys):
-    from emo.predict import main
+    from emo.inference.predict import main
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), 128, np.uint8))
     paths = [
         str(sample_path("astronaut")),
         str(tmp_path / "broken.png"),
         str(sample_path("camera")),
+        str(tmp_path / "wall.png"),
         str(video),
     ]
     assert main([*paths, "--json", "--save-dir", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
     rows = json.loads(out)
-    assert [r["label"] for r in rows if r["file"].endswith("camera.png")] == ["(no face)"]
+    assert [r["label"] for r in rows if r["file"].endswith("wall.png")] == ["(no face)"]
+    assert len([r for r in rows if r["file"].endswith("camera.png")]) == 1  # YuNet finds the cameraman
     assert len([r for r in rows if r["file"].endswith("astronaut.png")]) == 1
     assert sorted({r["frame"] for r in rows if r["file"] == str(video)}) == list(range(N_FRAMES))
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: cannot read {tmp_path / 'broken.png'}: not an image, or a corrupt one (use PNG, JPEG, BMP or WebP)"
     ]
     saved = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert saved == ["astronaut_annotated.png", "camera_annotated.png", "in_annotated.mp4"]
+    assert saved == [
+        "astronaut_annotated.png",
+        "camera_annotated.png",
+        "in_annotated.mp4",
+        "wall_annotated.png",
+    ]
     assert count_frames(tmp_path / "out" / "in_annotated.mp4") == N_FRAMES
     annotated = cv2.imread(str(tmp_path / "out" / "astronaut_annotated.png"))
     original = cv2.imread(str(sample_path("astronaut")))
     assert annotated.shape == original.shape and (annotated != original).any()  # drawn on
+
+
+def test_no_module_sets_a_matplotlib_backend():
+    """``matplotlib.use("Agg")`` at import once left the webcam window no backend to open with."""
+    import ast
+    from pathlib import Path
+
+    import emo
+
+    calls = []
+    for path in Path(emo.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and isinstance(func, ast.Attribute):
+                owner = getattr(func.value, "id", "")
+                if (func.attr == "use" and owner in {"matplotlib", "mpl"}) or func.attr == "switch_backend":
+                    calls.append(f"{path.name}:{node.lineno}")
+    assert calls == []
+
+
+def test_emo_predict_report_on_a_video(model, video, tmp_path, capsys):
+    from emo.inference.predict import main
+
+    assert main([str(video), "--report", str(tmp_path / "rep"), "--csv"]) == 0
+    out, err = capsys.readouterr()
+    names = model.class_names
+    rows = read_csv(tmp_path / "rep" / "in.csv")
+    assert list(rows[0]) == ["frame", "time_s", "face_id", "x", "y", "w", "h", "label", *names]
+    assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES)) and {r["face_id"] for r in rows} == {"0"}
+    summary = json.loads((tmp_path / "rep" / "in_summary.json").read_text())
+    assert summary["frames"] == N_FRAMES and summary["seconds"] == pytest.approx(N_FRAMES / 24)
+    (face,) = summary["faces"].values()
+    labels = [r["label"] for r in rows]
+    assert face["frames"] == N_FRAMES and face["dominant"] == max(set(labels), key=labels.count)
+    assert face["share"] == {c: pytest.approx(labels.count(c) / N_FRAMES, abs=1e-4) for c in names}
+    plot = cv2.imread(str(tmp_path / "rep" / "in_timeline.png"))
+    assert plot is not None and plot.shape[1] > 800
+    assert out.startswith("file,frame,face,") and "in.mp4: 1.0 s, 24 frames" not in out  # CSV only
+    assert "in.mp4: 1.0 s, 24 frames" in err and "#0" in err  # the summary table
+    assert f"wrote {tmp_path / 'rep' / 'in.csv'}" in err

@@ -41,9 +41,11 @@ from PIL import Image, UnidentifiedImageError
 
 from emo import __version__
 from emo.errors import EmoError, exit_on_emo_error
+from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.detect import DETECTORS, make_detector
+from emo.inference.realtime import REALTIME_DETECTOR
+from emo.inference.recognizer import EmotionRecognizer
 from emo.module import TTA_MODES
-from emo.realtime import REALTIME_DETECTOR
-from emo.recognizer import BACKENDS, EmotionRecognizer, FaceDetector, resolve_checkpoint
 
 try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
@@ -59,7 +61,6 @@ else:
     MISSING = None
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-DETECTORS = ("yunet", "haar")
 #: Default upload limit (bytes): a 12 MP phone JPEG is 3-6 MB.
 MAX_UPLOAD = 10 * 1024 * 1024
 #: Default pixel limit: 48 MP phone photos pass; decoded as BGR that is ~150 MB.
@@ -127,13 +128,16 @@ class BodyLimit:
 def video_recognizer(recognizer: EmotionRecognizer) -> EmotionRecognizer:
     """``recognizer``'s network with ``emo.realtime``'s face search for video frames.
 
-    A webcam face is 100-250 px, so /live looks for faces of 80 px and up on a <= 320 px copy
-    (``REALTIME_DETECTOR``): on a 640x480 frame that search takes ~1/5 of the photo settings'
-    (faces down to 32 px, <= 640 px copy), which /predict keeps.
+    A webcam face is 100-250 px, so /live searches a <= 320 px copy of each frame
+    (``REALTIME_DETECTOR``), a fraction of the photo settings' cost (<= 640 px copy), which
+    /predict keeps.
     """
-    if type(getattr(recognizer, "detector", None)) is not FaceDetector:
-        return recognizer  # another detector: its own settings serve both
-    detector = FaceDetector(**{**REALTIME_DETECTOR, "framing": recognizer.detector.framing})
+    name = next(
+        (n for n, cls in DETECTORS.items() if type(getattr(recognizer, "detector", None)) is cls), None
+    )
+    if name is None:
+        return recognizer  # a detector of the caller's own: its settings serve both
+    detector = make_detector(name, **{**REALTIME_DETECTOR[name], "framing": recognizer.detector.framing})
     r = recognizer
     return EmotionRecognizer(r.backend, r.class_names, r.preprocess, detector, r.source)
 
@@ -293,7 +297,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)"
     )
     parser.add_argument(
-        "--detector", choices=DETECTORS, default=None, help="face detector (default: the recognizer's)"
+        "--detector", choices=list(DETECTORS), default=None, help="face detector (default: the recognizer's)"
     )
     parser.add_argument(
         "--max-upload-mb", type=float, default=MAX_UPLOAD / 2**20, help="largest image file (default: 10)"

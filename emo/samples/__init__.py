@@ -57,7 +57,7 @@ def moving_face_frames(
 
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     """Write BGR frames as an MP4 (``mp4v``, which every OpenCV wheel can encode)."""
-    from emo.realtime import open_writer  # the one place that opens an emo video writer
+    from emo.inference.video import open_writer  # the one place that opens an emo video writer
 
     writer = open_writer(path, fps, frames[0].shape)
     try:

@@ -32,7 +32,8 @@ def annotate(image: np.ndarray, faces: Sequence, fps: float | None = None, bars:
     """A copy of a BGR image (H, W, 3) with each face's box, label and probability bars.
 
     Args:
-        faces: ``(box, label, scores)`` triples (``Face``), ``scores`` a class -> probability map.
+        faces: :class:`~emo.inference.recognizer.Face` (``box``, ``label``, ``scores``: a class ->
+            probability map, and ``face_id``, drawn as ``#id`` before the label when set).
         fps: drawn in the top-left corner when given.
         bars: draw one probability bar per class beside each face.
     """
@@ -40,11 +41,15 @@ def annotate(image: np.ndarray, faces: Sequence, fps: float | None = None, bars:
     height, width = out.shape[:2]
     scale = max(0.4, min(width, height) / 900)  # text that stays legible on small and large frames
     thick = max(1, round(scale * 2))
-    for box, label, scores in faces:
+    for face in faces:
+        box, label, scores = face[:3]
+        face_id = face[3] if len(face) > 3 else None
         x, y, w, h = (int(v) for v in box)
         c = colour(label)
         cv2.rectangle(out, (x, y), (x + w, y + h), c, thick)
-        text = f"{label} {scores[label]:.0%}"
+        text = (
+            f"{label} {scores[label]:.0%}" if face_id is None else f"#{face_id} {label} {scores[label]:.0%}"
+        )
         (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
         ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base // 2), c, -1)

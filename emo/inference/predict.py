@@ -3,9 +3,10 @@
     emo-predict photo.jpg photos/ clip.mp4                 # a table on stdout
     emo-predict photos/ --json > faces.json                 # or --csv
     emo-predict photos/ --save-dir annotated/ --tta flip --backend onnx
+    emo-predict clip.mp4 --report out/                    # CSV, timeline plot, summary per face
 
-Every face found is one row (``box`` is x, y, w, h in pixels); an image without a face is one
-row labelled ``(no face)``. A file that cannot be read is reported in one line on stderr, the
+Every face found is one row (``box`` is x, y, w, h in pixels; in videos ``face`` is an id that
+follows one person across frames); an image without a face is one row labelled ``(no face)``. A file that cannot be read is reported in one line on stderr, the
 others still run, and the exit status is then 1.
 """
 
@@ -21,19 +22,18 @@ from typing import Any
 
 import cv2
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from emo.draw import annotate
 from emo.errors import EmoError, exit_on_emo_error
+from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.detect import DETECTORS
+from emo.inference.draw import annotate
+from emo.inference.images import IMAGE_SUFFIXES, to_bgr
+from emo.inference.recognizer import EmotionRecognizer, Face
+from emo.inference.report import VideoReport
+from emo.inference.video import Smoother, open_source, open_writer
 from emo.module import TTA_MODES
-from emo.recognizer import (
-    BACKENDS,
-    IMAGE_SUFFIXES,
-    EmotionRecognizer,
-    Face,
-    resolve_checkpoint,
-    to_bgr,
-)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 #: Images decoded and classified together (one forward pass for all their faces).
@@ -50,19 +50,38 @@ def expand(paths: list[str]) -> Iterator[Path]:
 
 
 def rows_of(file: Path, frame: int | None, faces: list[Face]) -> list[dict[str, Any]]:
-    """One record per face, or one ``(no face)`` record."""
+    """One record per face (``face``: its index in a photo, its id in a video), or one
+    ``(no face)`` record."""
     base = {"file": str(file), "frame": frame}
     if not faces:
         return [{**base, "face": None, "box": None, "label": "(no face)", "scores": {}}]
-    return [{**base, "face": i, **face.as_dict()} for i, face in enumerate(faces)]
+    rows = []
+    for i, face in enumerate(faces):
+        record = face.as_dict()
+        record.pop("face_id", None)
+        rows.append({**base, "face": i if face.face_id is None else face.face_id, **record})
+    return rows
 
 
 class Predictor:
     """Runs the recognizer over files, collecting rows and writing annotated copies."""
 
-    def __init__(self, model: EmotionRecognizer, tta: str = "none", save_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model: EmotionRecognizer,
+        tta: str = "none",
+        save_dir: str | Path | None = None,
+        report_dir: str | Path | None = None,
+        progress: bool | None = None,
+        quiet_stdout: bool = False,
+    ):
         self.model, self.tta = model, tta
         self.save_dir = Path(save_dir) if save_dir else None
+        self.report_dir = Path(report_dir) if report_dir else None
+        # A bar over a video's frames: with --report, or when stderr is a terminal.
+        self.progress = bool(report_dir) or sys.stderr.isatty() if progress is None else progress
+        self.reports: list[dict[str, Path]] = []
+        self.quiet_stdout = quiet_stdout  # stdout carries JSON or CSV: tables go to stderr
         self.rows: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.saved: list[Path] = []
@@ -100,8 +119,6 @@ class Predictor:
                     self.saved.append(out)
 
     def video(self, file: Path) -> None:
-        from emo.realtime import open_source, open_writer, predict_faces
-
         try:
             cap, _ = open_source(file)
         except EmoError as err:
@@ -109,26 +126,47 @@ class Predictor:
             return
         writer, n = None, 0
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        fps = fps if 1 <= fps <= 240 else 30.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        ids = Smoother(alpha=0.0)  # face ids across frames; the probabilities are each frame's own
+        report = VideoReport(file, self.model.class_names, fps) if self.report_dir else None
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not self.progress,
+            transient=True,
+        )
         try:
+            bar.start()
+            task = bar.add_task(file.name, total=total)
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
-                faces = predict_faces(self.model, frame, tta=self.tta)  # every frame searched in full
+                faces = ids(self.model.predict(frame, self.tta))  # every frame searched in full
                 self.rows += rows_of(file, n, faces)
+                if report is not None:
+                    report.add(n, faces)
+                bar.advance(task)
                 if self.save_dir:
                     if writer is None:
                         out = self.out_path(file, "_annotated.mp4")
-                        writer = open_writer(out, fps if 1 <= fps <= 240 else 30.0, frame.shape)
+                        writer = open_writer(out, fps, frame.shape)
                         self.saved.append(out)
                     writer.write(annotate(frame, faces))
                 n += 1
         finally:
+            bar.stop()
             cap.release()
             if writer is not None:
                 writer.release()
         if n == 0:
             self.error(f"cannot read {file}: no frame could be decoded (a corrupt or empty video)")
+        elif report is not None:
+            self.reports.append(report.write(self.report_dir, stderr=self.quiet_stdout))
 
     def run(self, paths: list[str]) -> None:
         files = list(expand(paths))
@@ -181,29 +219,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fmt.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
     p.add_argument("--save-dir", help="write annotated copies (images as .png, videos as .mp4) here")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="for each video: a per-frame CSV, a timeline plot and a summary per face (JSON + table) in DIR",
+    )
+    p.add_argument(
+        "--detector", default="yunet", choices=list(DETECTORS), help="face detector (default: yunet)"
+    )
     return p.parse_args(argv)
 
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model = EmotionRecognizer.from_checkpoint(resolve_checkpoint(args.ckpt), backend=args.backend)
-    predictor = Predictor(model, args.tta, args.save_dir)
+    model = EmotionRecognizer.from_checkpoint(
+        resolve_checkpoint(args.ckpt), backend=args.backend, detector=args.detector
+    )
+    predictor = Predictor(model, args.tta, args.save_dir, args.report, quiet_stdout=args.json or args.csv)
     predictor.run(args.paths)
     if args.json:
         json.dump(predictor.rows, sys.stdout, indent=1)
         print()
     elif args.csv:
         write_csv(predictor.rows, model.class_names)
-    elif predictor.rows:
-        print_table(predictor.rows)
+    else:
+        # With --report a video's frames are in its CSV and summary: the table keeps to images.
+        rows = [r for r in predictor.rows if not args.report or r["frame"] is None]
+        if rows:
+            print_table(rows)
     if predictor.saved:
         print(f"wrote {len(predictor.saved)} annotated file(s) to {args.save_dir}", file=sys.stderr)
+    for report in predictor.reports:
+        print(f"wrote {', '.join(str(p) for p in report.values())}", file=sys.stderr)
     return 1 if predictor.errors else 0
 
 
 def cli() -> None:
-    """Console entry point (``emo-predict``, ``python -m emo.predict``)."""
+    """Console entry point (``emo-predict``, ``python -m emo.inference.predict``)."""
     sys.exit(main())
 
 

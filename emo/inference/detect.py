@@ -1,0 +1,271 @@
+"""Face detectors, and the crops they lead to in FER-2013's framing.
+
+YuNet (``detector="yunet"``, the default; ``cv2.FaceDetectorYN``, weights bundled in
+``emo/weights/detectors``) or OpenCV's Haar cascade (``detector="haar"``), each on a downscaled
+copy of the image. A detector returns square boxes x, y, side, side scaled to FER-2013's framing
+(YuNet: from its eye and mouth landmarks), which ``crop_faces`` cuts out (replicating the border
+where a box leaves the image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from emo.errors import EmoError
+from emo.paths import WEIGHTS_DIR
+
+FACE_CASCADE = "haarcascade_frontalface_default.xml"
+YUNET_PATH = WEIGHTS_DIR / "detectors" / "face_detection_yunet_2023mar.onnx"
+#: YuNet's crop from its landmarks: side = YUNET_FRAMING x (eye distance + eyes-to-mouth distance),
+#: centred YUNET_CENTRE of that length from the eyes-mouth midpoint (x right, y down). Measured on
+#: 600 Training faces (benchmarks/framing.py): landmarks vary less than YuNet's box (relative IQR
+#: of FER's side 0.20 vs 0.24), and on PublicTest faces these crops score 67.3% against 68.0% for
+#: FER-2013's own crops, where the best square of the box scores 65.5%.
+YUNET_FRAMING = 1.40
+YUNET_CENTRE = (0.0, -0.085)
+#: YuNet's score needed to keep a face, chosen on PublicTest scenes (benchmarks/scenes.py).
+YUNET_SCORE = 0.6
+#: Crop side / Haar box side. On 1,200 PrivateTest faces (upscaled, border-padded) FER-2013's side
+#: is 1.03x Haar's box (median; IQR 0.96-1.11), and cnn3's accuracy on faces re-cropped from the
+#: box is flat from 0.9 to 1.1 (59-61%), then falls (54% at 1.4): benchmarks/framing.py.
+HAAR_FRAMING = 1.05
+
+
+def square_boxes(boxes: np.ndarray, framing: float = HAAR_FRAMING) -> np.ndarray:
+    """Detector boxes (K, 4) x, y, w, h -> squares of side ``framing * max(w, h)``, same centre."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    side = np.maximum(boxes[:, 2], boxes[:, 3]) * framing
+    cx, cy = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
+    out = np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
+    return np.rint(out).astype(np.int64)  # may reach past the image border; crop_faces pads
+
+
+def clip_box(box: Sequence[int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(x, y, w, h) cut to an image of ``shape`` (H, W, ...)."""
+    x, y, w, h = (int(v) for v in box)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, shape[1]), min(y + h, shape[0])
+    return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
+
+
+def crop_faces(grey: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Square crops of a grey image (H, W); parts outside the image repeat its border pixels."""
+    crops = []
+    for x, y, w, h in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
+        if x >= 0 and y >= 0 and x + w <= grey.shape[1] and y + h <= grey.shape[0]:
+            crops.append(grey[y : y + h, x : x + w])
+        else:
+            crops.append(cv2.getRectSubPix(grey, (int(w), int(h)), (x + (w - 1) / 2, y + (h - 1) / 2)))
+    return crops
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade on a downscaled grey image (``detector="haar"``).
+
+    Args:
+        max_side: the image is shrunk so its longer side is at most this before detection (the
+            cascade's cost grows with the pixel count; faces are still found down to
+            ``min_face``).
+        min_face: smallest face side to find, in pixels of the original image.
+        scale_factor: the cascade's pyramid step (1.1: thorough; 1.2: about twice as fast).
+        min_neighbors: overlapping detections needed to keep a face (higher: fewer false faces).
+        framing: crop side / detector box side (``HAAR_FRAMING``).
+    """
+
+    def __init__(
+        self,
+        max_side: int | None = 640,
+        min_face: int = 32,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        framing: float = HAAR_FRAMING,
+    ):
+        data = getattr(cv2, "data", None)
+        if not hasattr(cv2, "CascadeClassifier") or data is None:
+            raise EmoError(
+                f"detector='haar' needs OpenCV 4 (OpenCV {cv2.__version__} has no Haar cascades): "
+                "use detector='yunet', or pip install 'opencv-python-headless<5'"
+            )
+        self.cascade = cv2.CascadeClassifier(str(Path(data.haarcascades) / FACE_CASCADE))
+        if self.cascade.empty():
+            raise EmoError(f"OpenCV's {FACE_CASCADE} is missing: pip install 'opencv-python-headless<5'")
+        self.max_side, self.min_face = max_side, min_face
+        self.scale_factor, self.min_neighbors, self.framing = scale_factor, min_neighbors, framing
+
+    name = "haar"
+    #: Face side (px) in the shrunk search window around a tracked face (``FaceTracker``):
+    #: 1.3x the cascade's 24 px window.
+    track_face = 32
+
+    def raw(
+        self,
+        image: np.ndarray,
+        max_side: int | None = None,
+        min_face: int | None = None,
+        max_face: int | None = None,
+        offset: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """The cascade's boxes (K, 4) x, y, w, h in ``image``'s pixels plus ``offset``, before framing.
+
+        ``max_side`` and ``min_face`` override the detector's own; ``max_face`` (pixels) bounds
+        the search from above. The cascade's cost is set by its first pyramid level, where
+        ``min_face`` shrinks to its 24 px window.
+        """
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        max_side, min_face = max_side or self.max_side, min_face or self.min_face
+        scale = min(1.0, max_side / max(grey.shape)) if max_side else 1.0
+        small = grey
+        if scale < 1.0:
+            small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_size = max(1, round(min_face * scale))
+        max_size = round(max_face * scale) if max_face else 0
+        found = self.cascade.detectMultiScale(
+            small,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_size, min_size),
+            maxSize=(max_size, max_size),
+        )
+        return np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale + (*offset, 0, 0)
+
+    def frame(self, raw: np.ndarray) -> np.ndarray:
+        """Detector boxes (K, 4) -> square crops (K, 4) in FER-2013 framing."""
+        return square_boxes(raw, self.framing)
+
+    @property
+    def raw_per_crop(self) -> float:
+        """The cascade's box side / crop side."""
+        return 1 / self.framing
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Square face boxes (K, 4) x, y, side, side in FER-2013 framing, largest first, of a grey
+        (H, W) or BGR (H, W, 3) image."""
+        boxes = self.frame(self.raw(image))
+        return boxes[np.argsort(-boxes[:, 2], kind="stable")]
+
+
+class YuNetDetector:
+    """YuNet, a small CNN face detector (``detector="yunet"``, the default), in OpenCV's
+    ``cv2.FaceDetectorYN`` on a downscaled copy of the image.
+
+    It finds faces the Haar cascade misses (small, dim, blurred, turned; the cameraman photo)
+    with fewer false faces: benchmarks/scenes.py. The weights ship inside emo
+    (``emo/weights/detectors``, Apache-2.0, see its README.md).
+
+    Args:
+        max_side: the image is shrunk so its longer side is at most this before detection
+            (YuNet's cost grows with the pixel count; it finds faces down to ~12 px there).
+        min_face: smallest face side to keep, in pixels of the original image.
+        score_threshold: YuNet's face score needed to keep a box (higher: fewer false faces).
+        framing: crop side / (eye distance + eyes-to-mouth distance) (``YUNET_FRAMING``).
+        centre: crop centre from the eyes-mouth midpoint, in the same length (``YUNET_CENTRE``).
+    """
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        max_side: int | None = 640,
+        min_face: int = 24,
+        score_threshold: float = YUNET_SCORE,
+        nms_threshold: float = 0.3,
+        framing: float = YUNET_FRAMING,
+        centre: tuple[float, float] = YUNET_CENTRE,
+    ):
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise EmoError(
+                f"OpenCV {cv2.__version__} has no FaceDetectorYN: pip install 'opencv-python-headless>=4.8'"
+            )
+        try:
+            self.net = cv2.FaceDetectorYN.create(
+                str(YUNET_PATH), "", (320, 320), score_threshold, nms_threshold, 64
+            )
+        except cv2.error as err:
+            raise EmoError(
+                f"cannot load YuNet from {YUNET_PATH} ({err.msg.strip()}): reinstall emo"
+            ) from None
+        self.size = (320, 320)
+        self.max_side, self.min_face = max_side, min_face
+        self.framing, self.centre = framing, centre
+
+    #: YuNet's box side / crop side (benchmarks/framing.py: FER's side is 0.99x the box).
+    raw_per_crop = 1.0
+    #: Face side (px) in the shrunk search window around a tracked face (``FaceTracker``).
+    track_face = 64
+
+    def raw(
+        self,
+        image: np.ndarray,
+        max_side: int | None = None,
+        min_face: int | None = None,
+        max_face: int | None = None,
+        offset: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """YuNet's rows (K, 15) in ``image``'s pixels plus ``offset``: x, y, w, h, five landmarks
+        (right eye, left eye, nose tip, mouth corners) as x, y pairs, and the score; boxes
+        outside [``min_face``, ``max_face``] dropped. ``max_side`` and ``min_face`` override the
+        detector's own."""
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        max_side, min_face = max_side or self.max_side, min_face or self.min_face
+        scale = min(1.0, max_side / max(bgr.shape[:2])) if max_side else 1.0
+        small = bgr
+        if scale < 1.0:
+            small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        size = (small.shape[1], small.shape[0])
+        if size != self.size:
+            self.net.setInputSize(size)
+            self.size = size
+        _, found = self.net.detect(small)
+        if found is None:
+            return np.zeros((0, 15))
+        found = found.astype(np.float64)
+        found[:, :14] /= scale
+        found[:, [0, 4, 6, 8, 10, 12]] += offset[0]  # x of the box and the landmarks
+        found[:, [1, 5, 7, 9, 11, 13]] += offset[1]
+        side = found[:, 2:4].max(1)
+        keep = (side >= min_face) & (side <= max_face if max_face else True)
+        return found[keep]
+
+    def frame(self, raw: np.ndarray) -> np.ndarray:
+        """YuNet's rows (K, 15) -> square crops (K, 4) x, y, side, side in FER-2013 framing."""
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1, 15)
+        eyes = (raw[:, 4:6] + raw[:, 6:8]) / 2
+        mouth = (raw[:, 10:12] + raw[:, 12:14]) / 2
+        length = np.linalg.norm(raw[:, 4:6] - raw[:, 6:8], axis=1) + np.linalg.norm(eyes - mouth, axis=1)
+        centre = (eyes + mouth) / 2 + np.asarray(self.centre) * length[:, None]
+        side = self.framing * length
+        out = np.stack([centre[:, 0] - side / 2, centre[:, 1] - side / 2, side, side], axis=1)
+        return np.rint(out).astype(np.int64)  # may reach past the image border; crop_faces pads
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Square face boxes (K, 4) x, y, side, side in FER-2013 framing, largest first, of a grey
+        (H, W) or BGR (H, W, 3) image."""
+        boxes = self.frame(self.raw(image))
+        return boxes[np.argsort(-boxes[:, 2], kind="stable")]
+
+
+DETECTORS = {"yunet": YuNetDetector, "haar": HaarDetector}
+
+
+def make_detector(
+    detector: str | HaarDetector | YuNetDetector = "yunet", **kwargs: Any
+) -> HaarDetector | YuNetDetector:
+    """A face detector by name (``yunet``, ``haar``) with its keyword arguments, or one as given.
+
+    Raises:
+        EmoError: an unknown name, or arguments the detector does not take.
+    """
+    if not isinstance(detector, str):
+        return detector
+    if detector not in DETECTORS:
+        raise EmoError(f"detector {detector!r} is not valid: choose one of {', '.join(DETECTORS)}")
+    cls = DETECTORS[detector]
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise EmoError(f"detector={detector}: {err}") from None
