@@ -85,7 +85,10 @@ def test_the_window_shows_the_annotated_frame_and_q_quits(display, tmp_path):
             proc.kill()
     log = out.decode()
     assert proc.returncode == 0, log
-    shutil.copy(shot_path, Path(os.environ.get("EMO_SCREENSHOT_DIR", tmp_path)) / "screen.png")
+    if os.environ.get("EMO_TEST_ARTIFACTS"):  # CI keeps the screenshot to look at
+        keep = Path(os.environ["EMO_TEST_ARTIFACTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot_path, keep / "window.png")
 
     # The frame is shown at its own size (Xvfb's -dpi 96 is matplotlib's pixel ratio 1): its lower
     # part, below every annotation, is found on screen pixel for pixel.
