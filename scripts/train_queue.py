@@ -326,7 +326,12 @@ def save() -> None:
         dest = RUNS / e["name"] / "resume.ckpt"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(last, dest)
-        git_commit(dest.parent, f"queue: {e['name']} resumable at epoch {epoch_of(last)}")
+        why = resumable(dest)  # caught mid-write? then it would not resume anywhere
+        if why:
+            say(f"{e['name']}: not saved, {dest} would not resume ({why}); run save again")
+            dest.unlink()
+            continue
+        git_commit(dest.parent, f"queue: {e['name']} resumable at epoch {epoch_of(dest)}")
 
 
 def main() -> None:
