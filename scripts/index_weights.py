@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
 from emo import weights
 from emo.data import FER2013DataModule
 from emo.evaluate import split_probs
@@ -35,8 +37,6 @@ def score(name: str, tta: str, data_dir: str) -> dict:
     dm.setup()
     out = {}
     for split, key in (("val", "publictest"), ("test", "privatetest")):
-        from torchmetrics.functional.classification import multiclass_confusion_matrix
-
         probs = split_probs(model, dm, split, tta)
         cm = multiclass_confusion_matrix(probs, dm.datasets[split].labels, len(model.class_names)).numpy()
         s = summarize(cm, model.class_names)

@@ -83,8 +83,6 @@ def last_ckpt(name: str) -> Path | None:
 
 def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
-    import torch
-
     from emo.errors import EmoError
     from emo.module import module_from_checkpoint, read_checkpoint
 
@@ -97,7 +95,6 @@ def resumable(path: Path) -> str | None:
         return str(err)
     except Exception as err:  # anything else torch or Lightning raises on a foreign file
         return f"{type(err).__name__}: {err}"
-    del torch
     return None
 
 
