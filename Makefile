@@ -75,9 +75,10 @@ format: $(STAMP) ## format and lint-fix the code with ruff
 	$(VENV)/bin/ruff format emo tests benchmarks scripts notebooks
 	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts notebooks
 
-lint: $(STAMP) ## check formatting and lint without changing files
+lint: $(STAMP) ## check formatting, lint and the import layers without changing files
 	$(VENV)/bin/ruff format --check emo tests benchmarks scripts notebooks
 	$(VENV)/bin/ruff check emo tests benchmarks scripts notebooks
+	$(VENV)/bin/lint-imports
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

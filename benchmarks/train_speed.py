@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from emo.data import FER2013DataModule
-from emo.module import EmoModule
+from emo.models.module import EmoModule
 
 TRAIN_FACES = 28_709
 

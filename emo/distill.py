@@ -24,7 +24,7 @@ from emo.data import FER2013DataModule
 from emo.data.soft_targets import load_soft_targets, read_soft_targets, save_soft_targets
 from emo.errors import EmoError, exit_on_emo_error
 from emo.evaluate import split_probs
-from emo.module import check_tta, load_checkpoint
+from emo.models.module import check_tta, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,20 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from emo.cli import instantiate, run_hydra_cli
 from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
-from emo.metrics import agreement, classification_report, confusion_figure, summarize
-from emo.module import check_tta, load_checkpoint, load_ensemble
+from emo.models.module import check_tta, load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
-from emo.plots import plot_curves, plot_roc
-from emo.utils import instantiate, print_metrics, run_hydra_cli, write_json
+from emo.report.metrics import (
+    agreement,
+    classification_report,
+    confusion_figure,
+    print_metrics,
+    summarize,
+    write_json,
+)
+from emo.report.plots import plot_curves, plot_roc
 
 log = logging.getLogger(__name__)
 SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}

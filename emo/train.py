@@ -17,17 +17,11 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from emo.cli import instantiate, instantiate_dict, resolve_precision, run_hydra_cli
 from emo.errors import EmoError, exit_on_emo_error
-from emo.module import read_checkpoint
+from emo.models.module import read_checkpoint
 from emo.paths import CONF_DIR
-from emo.utils import (
-    instantiate,
-    instantiate_dict,
-    print_metrics,
-    resolve_precision,
-    run_hydra_cli,
-    write_json,
-)
+from emo.report.metrics import print_metrics, write_json
 
 log = logging.getLogger(__name__)
 

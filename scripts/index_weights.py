@@ -19,8 +19,8 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from emo import weights
 from emo.data import FER2013DataModule
 from emo.evaluate import split_probs
-from emo.metrics import agreement, summarize
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
+from emo.report.metrics import agreement, summarize
 
 
 def score(name: str, tta: str, data_dir: str) -> dict:

@@ -83,8 +83,9 @@ def last_ckpt(name: str) -> Path | None:
 
 def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
+    # emo (torch, Lightning) is imported where it is used: `status` and `stop` answer at once.
     from emo.errors import EmoError
-    from emo.module import module_from_checkpoint, read_checkpoint
+    from emo.models.module import module_from_checkpoint, read_checkpoint
 
     try:
         ckpt = read_checkpoint(path)
@@ -144,11 +145,12 @@ def train(entry: dict) -> bool:
 
 def finish(entry: dict, commit: bool = True) -> dict:
     """Score the run's best checkpoint on PublicTest, pack it and its probabilities, commit."""
+    # Imported here, as in resumable(): the queue's light commands need none of it.
     from emo.data import FER2013DataModule
     from emo.data.soft_targets import save_soft_targets
     from emo.evaluate import split_probs
-    from emo.metrics import agreement
-    from emo.module import load_checkpoint
+    from emo.models.module import load_checkpoint
+    from emo.report.metrics import agreement
     from emo.weights import pack
 
     name, out = entry["name"], run_dir(entry["name"])

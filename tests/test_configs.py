@@ -6,11 +6,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from emo.cli import instantiate
 from emo.data.transforms import augment_presets
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
 from emo.train import build_trainer
-from emo.utils import instantiate
 
 
 def options(group: str) -> list[str]:

@@ -12,7 +12,7 @@ pytest.importorskip("onnxscript")
 from emo import EmotionRecognizer, weights  # noqa: E402
 from emo.errors import EmoError  # noqa: E402
 from emo.inference import export  # noqa: E402
-from emo.module import EmoModule, load_checkpoint  # noqa: E402
+from emo.models.module import EmoModule, load_checkpoint  # noqa: E402
 from emo.samples import sample_path  # noqa: E402
 
 PARITY = 1e-4

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emo.cli import resolve_precision
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchMix
 from emo.data.fer2013 import FER2013_CLASSES
@@ -25,9 +26,8 @@ from emo.data.soft_targets import load_soft_targets, save_soft_targets
 from emo.distill import main as distill_main
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
 from emo.train import train
-from emo.utils import resolve_precision
 from tests.conftest import compose_cfg, write_csv
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

@@ -16,7 +16,7 @@ from emo.errors import EmoError
 from emo.inference.backends import resolve_checkpoint
 from emo.inference.detect import crop_faces
 from emo.inference.images import to_grey
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
 from emo.samples import sample_path
 
 FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
@@ -237,7 +237,7 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
 
     code = (
         "import resource, numpy as np, torch\n"
-        "from emo.module import EmoModule\n"
+        "from emo.models.module import EmoModule\n"
         "from emo.inference.backends import TorchBackend\n"
         "from emo.inference.recognizer import EmotionRecognizer\n"
         "torch.set_num_threads(2)\n"

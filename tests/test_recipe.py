@@ -12,7 +12,7 @@ from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchAugment, BatchMix
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import load_checkpoint, load_ensemble, read_checkpoint
+from emo.models.module import load_checkpoint, load_ensemble, read_checkpoint
 from emo.optim import warmup_cosine
 from emo.train import train
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emo.errors import EmoError
-from emo.summarize import collect_jobs, group_jobs, summarize_multirun
+from emo.report.summarize import collect_jobs, group_jobs, summarize_multirun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_single_jobs_and_missing_val_score(tmp_path, capsys):
 )
 def test_cli_errors_are_one_line(tmp_path, make, expected):
     proc = subprocess.run(
-        [sys.executable, "-m", "emo.summarize", str(make(tmp_path))],
+        [sys.executable, "-m", "emo.report.summarize", str(make(tmp_path))],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -18,11 +18,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-import emo.utils
+import emo.cli
+from emo.cli import check_group_choices, check_plugins
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
-from emo.summarize import summarize_multirun
-from emo.utils import check_group_choices, check_plugins
+from emo.report.summarize import summarize_multirun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def test_unknown_search_and_missing_plugins_are_emo_errors(monkeypatch):
         check_group_choices(["hparams_search=grid"], CONF_DIR)
     check_group_choices(["hparams_search=optuna", "trainer=ddp", "hydra/launcher=joblib"], CONF_DIR)
     check_plugins(["hparams_search=optuna", "hydra/launcher=slurm"])  # installed here
-    monkeypatch.setattr(emo.utils, "_importable", lambda module: False)
+    monkeypatch.setattr(emo.cli, "_importable", lambda module: False)
     with pytest.raises(
         EmoError, match=r"hydra/launcher=joblib needs a Hydra plugin: pip install 'emo\[sweeps\]'"
     ):

@@ -13,7 +13,7 @@ import torch
 
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
 from emo.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

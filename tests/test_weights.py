@@ -10,7 +10,7 @@ import torch
 from emo import weights
 from emo.data import FER2013_CLASSES
 from emo.errors import EmoError
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
 from emo.train import train
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo import weights
 from emo.errors import EmoError
-from emo.module import EmoModule, tta_views
+from emo.models.module import EmoModule, tta_views
 
 INSTALL_HINT = "pip install 'emo[onnx]' (onnx, onnxruntime, onnxscript), or use --backend torch"
 
@@ -85,8 +86,6 @@ def resolve_checkpoint(spec: str | Path | None = None) -> Path:
     Raises:
         EmoError: nothing of that name, or a run directory without a best checkpoint.
     """
-    from emo import weights
-
     if spec is None or str(spec) == "":
         return weights.weights_path(weights.default_name())
     path = Path(spec)

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from emo.data.fer2013 import default_cache_dir
+from emo.data.fer2013 import TRAIN, default_cache_dir, load_fer2013
+from emo.data.transforms import preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
 from emo.inference.backends import INSTALL_HINT, OnnxBackend, resolve_checkpoint
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "faces", "probs"
@@ -139,10 +140,6 @@ def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> byt
 
 def calibration_faces(module: EmoModule, data_dir: str | Path, n: int = 512, seed: int = 0) -> np.ndarray:
     """``n`` normalised Training faces (N, 1, S, S) of FER-2013 in ``data_dir``, for ``quantize_int8``."""
-    from emo.data import load_fer2013
-    from emo.data.fer2013 import TRAIN
-    from emo.data.transforms import preprocess_faces
-
     data = load_fer2013(data_dir)
     train = np.flatnonzero(np.asarray(data.split) == TRAIN)
     idx = np.random.default_rng(seed).choice(train, min(n, len(train)), replace=False)

@@ -22,12 +22,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from emo import weights
 from emo.data.transforms import preprocess_faces
 from emo.errors import EmoError
 from emo.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_metadata
 from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
 from emo.inference.images import to_grey
-from emo.module import check_tta, load_checkpoint, tta_views
+from emo.models.module import check_tta, load_checkpoint, tta_views
 from emo.paths import WEIGHTS_DIR
 
 #: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
@@ -88,8 +89,6 @@ class EmotionRecognizer:
     @staticmethod
     def available() -> list[str]:
         """Names of the bundled weights (``from_pretrained(name)``)."""
-        from emo import weights
-
         return weights.available()
 
     @classmethod
@@ -102,8 +101,6 @@ class EmotionRecognizer:
             backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
         """
-        from emo import weights
-
         name = weights.resolve_name(name or "default")
         return cls.from_checkpoint(weights.weights_path(name), backend=backend, _source=name, **kwargs)
 

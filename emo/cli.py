@@ -1,9 +1,9 @@
-"""Small helpers shared by the entry points."""
+"""Command-line plumbing shared by the entry points: Hydra instantiation and option checks, the
+trainer's precision."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -14,8 +14,6 @@ import hydra.utils
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.table import Table
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.paths import CONF_DIR
@@ -66,29 +64,6 @@ def resolve_precision(precision: Any) -> Any:
     chosen = "bf16-mixed" if native_bf16() else "32-true"
     log.info("trainer.precision=auto: %s", chosen)
     return chosen
-
-
-def write_json(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
-def print_metrics(summary: dict, title: str) -> None:
-    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
-    table = Table(title=title, title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in summary["per_class"].items():
-        table.add_row(
-            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
-        )
-    n = sum(m["support"] for m in summary["per_class"].values())
-    table.add_section()
-    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
-    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
-    Console().print(table)
 
 
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:

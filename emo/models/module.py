@@ -29,8 +29,8 @@ import emo
 from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
 from emo.data.soft_targets import load_soft_targets
 from emo.errors import EmoError
-from emo.metrics import confusion_figure, summarize
 from emo.models import create_model
+from emo.report.metrics import confusion_figure, summarize
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class EmoModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         #: Test-time augmentation used by ``predict_step`` (``trainer.predict``).
         self.predict_tta = "none"
-        #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
+        #: Filled at the end of ``trainer.test``: ``emo.report.metrics.summarize`` of the test set.
         self.test_summary: dict | None = None
 
     def use_channels_last(self) -> None:

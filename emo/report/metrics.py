@@ -6,10 +6,14 @@ Both ``train`` (its test stage) and ``evaluate`` write ``metrics.json`` through
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
 
 
 def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:
@@ -97,3 +101,26 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = ""
                 )
         fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def print_metrics(summary: dict, title: str) -> None:
+    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in summary["per_class"].items():
+        table.add_row(
+            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
+        )
+    n = sum(m["support"] for m in summary["per_class"].values())
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
+    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
+    Console().print(table)
