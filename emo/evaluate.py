@@ -16,7 +16,6 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from emo.cli import instantiate, run_hydra_cli
 from emo.data.transforms import normalize_faces, preprocess_faces
@@ -24,12 +23,12 @@ from emo.errors import EmoError, exit_on_emo_error
 from emo.models.module import check_tta, load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
 from emo.report.metrics import (
-    agreement,
+    StageMetrics,
     classification_report,
     confusion_figure,
     print_metrics,
     summarize,
-    write_json,
+    write_metrics,
 )
 from emo.report.plots import plot_curves, plot_roc
 
@@ -77,20 +76,19 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
     probs = torch.cat(trainer.predict(model, dataloaders=loader)).float().cpu()  # (N, C)
     labels = datamodule.datasets[cfg.split].labels
-    cm = multiclass_confusion_matrix(probs, labels, len(model.class_names)).numpy()
-
-    summary = summarize(cm, model.class_names)
-    if cfg.split in datamodule.people:  # FER+ votes found beside the data
-        summary.update(agreement(probs.numpy(), datamodule.people[cfg.split]))
-    summary = {
-        **summary,
+    people = datamodule.people.get(cfg.split)  # FER+ votes found beside the data
+    metrics = StageMetrics(len(model.class_names))
+    metrics.update(probs, labels, None if people is None else torch.from_numpy(people))
+    summary = summarize(metrics.compute(cfg.split, model.class_names), model.class_names, cfg.split)
+    cm = metrics.confusion_matrix()
+    out = Path(cfg.paths.output_dir)
+    run = {
         "split": cfg.split,
         "tta": cfg.tta,
         "labels": label_source,
         "checkpoint": paths[0] if len(paths) == 1 else paths,
     }
-    out = Path(cfg.paths.output_dir)
-    write_json(out / "metrics.json", summary)
+    write_metrics(out / "metrics.json", summary, **run)
     (out / "classification_report.txt").write_text(classification_report(summary))
     title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
     confusion_figure(cm, model.class_names, title).savefig(out / "confusion_matrix.png", dpi=120)
@@ -103,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict:
         log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
     print_metrics(summary, f"{title} - {', '.join(map(str, paths))}")
     log.info("report written to %s", out)
-    return summary
+    return {**summary, **run}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

@@ -14,13 +14,11 @@ import argparse
 import json
 import os
 
-from torchmetrics.functional.classification import multiclass_confusion_matrix
-
 from emo import weights
 from emo.data import FER2013DataModule
 from emo.evaluate import split_probs
 from emo.models.module import load_checkpoint
-from emo.report.metrics import agreement, summarize
+from emo.report.metrics import score as summarize_probs
 
 
 def score(name: str, tta: str, data_dir: str) -> dict:
@@ -38,11 +36,10 @@ def score(name: str, tta: str, data_dir: str) -> dict:
     out = {}
     for split, key in (("val", "publictest"), ("test", "privatetest")):
         probs = split_probs(model, dm, split, tta)
-        cm = multiclass_confusion_matrix(probs, dm.datasets[split].labels, len(model.class_names)).numpy()
-        s = summarize(cm, model.class_names)
+        s = summarize_probs(probs, dm.datasets[split].labels, model.class_names, dm.people.get(split))
         out[key] = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n": s["n"]}
-        if split in dm.people:
-            out[key].update(agreement(probs.numpy(), dm.people[split]))
+        if "agreement" in s:
+            out[key].update(agreement=s["agreement"], agreement_n=s["agreement_n"])
     return {
         "arch": model.hparams.arch,
         "classes": len(model.class_names),

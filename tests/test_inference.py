@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -185,8 +186,15 @@ def test_bad_inputs_are_one_line_errors(rec, tmp_path):
 def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
-    for name in ("best-epoch001-acc0.5000.ckpt", "best-epoch004-acc0.7000.ckpt", "last.ckpt"):
+    for name in ("best-epoch004-acc0.7000.ckpt", "best-epoch001-acc0.5000.ckpt", "last.ckpt"):
         (ckpts / name).write_bytes(five_class_ckpt.read_bytes())
+        time.sleep(0.01)  # distinct modification times
+    # Before the run writes metrics.json: its newest best checkpoint (the names are not read).
+    assert resolve_checkpoint(tmp_path / "run").name == "best-epoch001-acc0.5000.ckpt"
+    # metrics.json names the best, also after the run directory moved (an absolute path elsewhere).
+    (tmp_path / "run" / "metrics.json").write_text(
+        '{"checkpoint": "/elsewhere/checkpoints/best-epoch004-acc0.7000.ckpt"}'
+    )
     assert resolve_checkpoint(tmp_path / "run").name == "best-epoch004-acc0.7000.ckpt"
     assert resolve_checkpoint(None) == weights.weights_path(weights.default_name())
     assert resolve_checkpoint("cnn3") == weights.weights_path("cnn3")

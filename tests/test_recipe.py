@@ -96,7 +96,7 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
     raw, avg = ckpt["current_model_state"], ckpt["state_dict"]
     assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net."))
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["accuracy"] == pytest.approx(metrics["test/accuracy"])
+    assert saved["accuracy"] == pytest.approx(metrics["test/acc"])
     # train tested the averaged weights: evaluate (which reads state_dict) agrees exactly
     ev = evaluate(
         make_cfg(f"ckpt_path={saved['checkpoint']}", config_name="evaluate", out_dir=tmp_path / "e")

@@ -29,7 +29,7 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
 
 def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg, tmp_path):
     metrics = train(make_cfg("debug=fdr"))
-    assert "train/loss" in metrics and "test/accuracy" in metrics
+    assert "train/loss" in metrics and "test/acc" in metrics
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert METRIC_KEYS <= saved.keys()
     assert saved["split"] == "test" and saved["tta"] == "none"
@@ -67,7 +67,34 @@ def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
     assert saved["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
     assert saved["macro_f1"] == pytest.approx(trained["macro_f1"], abs=1e-6)
     assert "macro avg" in (report / "classification_report.txt").read_text()
-    assert summary["accuracy"] == saved["accuracy"] == metrics["test/accuracy"]
+    assert summary["accuracy"] == saved["accuracy"] == metrics["test/acc"]
+
+
+def test_monitor_val_f1_chooses_the_checkpoint_and_tracks_the_best(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(make_cfg("monitor=val/f1", "trainer.max_epochs=2", "logger={}", out_dir=run))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert list(saved["best"]) == ["val/f1"]
+    assert saved["best"]["val/f1"] == pytest.approx(metrics["val/f1_best"])
+    assert "val/acc_best" not in metrics  # what tracks "best" follows the monitor
+    ckpt = torch.load(saved["checkpoint"], weights_only=True)
+    chosen = [s for k, s in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/f1'")]
+    assert chosen and chosen[0]["best_model_score"] == pytest.approx(saved["best"]["val/f1"])
+    ev = evaluate(
+        make_cfg(f"ckpt_path={saved['checkpoint']}", config_name="evaluate", out_dir=tmp_path / "e")
+    )
+    assert ev["macro_f1"] == pytest.approx(saved["macro_f1"], abs=1e-6)
+
+
+def test_the_monitored_checkpoint_is_found_by_what_it_monitors():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from emo.train import monitored_checkpoint
+
+    last, best = ModelCheckpoint(monitor=None), ModelCheckpoint(monitor="val/f1", mode="max")
+    trainer = type("T", (), {"checkpoint_callbacks": [last, best]})()
+    assert monitored_checkpoint(trainer, "val/f1") is best
+    assert monitored_checkpoint(trainer, "val/acc") is None
 
 
 def test_five_class_model_trains_and_evaluates(make_cfg, tmp_path):
@@ -117,7 +144,7 @@ def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):
     with pytest.raises(EmoError, match="this run trains vgg_s"):
         EmoModule(arch="vgg_s").init_weights_from(src)
     metrics = train(make_cfg("debug=fdr", f"init_from={src}", out_dir=tmp_path / "b"))
-    assert "test/accuracy" in metrics
+    assert "test/acc" in metrics
 
 
 def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):

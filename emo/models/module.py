@@ -18,11 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2.functional import ten_crop
 
 import emo
@@ -30,7 +26,7 @@ from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_S
 from emo.data.soft_targets import load_soft_targets
 from emo.errors import EmoError
 from emo.models import create_model
-from emo.report.metrics import confusion_figure, summarize
+from emo.report.metrics import StageMetrics, confusion_figure
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +53,8 @@ class EmoModule(L.LightningModule):
         scheduler: ``optimizer -> LRScheduler`` (a Hydra partial) or ``None``.
         label_smoothing: cross-entropy label smoothing.
         class_weights: ``None``, ``"balanced"`` (inverse training frequency) or one weight per class.
-        monitor: metric a plateau scheduler watches (the run's ``monitor``).
+        monitor: the run's ``monitor``: what a plateau scheduler watches and what
+            ``<monitor>_best`` tracks (``val/acc``, ``val/f1``, ``val/agree`` or ``val/agree_ok``).
         channels_last: NHWC memory layout (faster convolutions with bf16 on GPUs and recent CPUs).
         compile: ``torch.compile`` the network for training (GPU; the checkpoint is unchanged).
         distill_from: teacher checkpoints (same classes); their averaged softened probabilities
@@ -152,25 +149,13 @@ class EmoModule(L.LightningModule):
         c = len(class_names)
         self.train_acc = MulticlassAccuracy(c, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc, self.test_acc = (
-            MulticlassAccuracy(c, average="micro"),
-            MulticlassAccuracy(c, average="micro"),
-        )
-        self.val_f1, self.test_f1 = (
-            MulticlassF1Score(c, average="macro"),
-            MulticlassF1Score(c, average="macro"),
-        )
-        self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
-        # Agreement with people: accuracy against the FER+ majority (faces without one: -1).
-        self.val_agree, self.test_agree = (
-            MulticlassAccuracy(c, average="micro", ignore_index=-1),
-            MulticlassAccuracy(c, average="micro", ignore_index=-1),
-        )
-        self.val_acc_best = MaxMetric()
+        # Accuracy, per-class precision/recall/F1, macro-F1, the confusion matrix and agreement
+        # with people: the vocabulary of metrics.json (emo.report.metrics).
+        self.val_metrics, self.test_metrics = StageMetrics(c), StageMetrics(c)
+        #: The best epoch's value of ``monitor``, logged as ``<monitor>_best``.
+        self.monitor_best = MaxMetric()
         #: Test-time augmentation used by ``predict_step`` (``trainer.predict``).
         self.predict_tta = "none"
-        #: Filled at the end of ``trainer.test``: ``emo.report.metrics.summarize`` of the test set.
-        self.test_summary: dict | None = None
 
     def use_channels_last(self) -> None:
         """Run the network, and convert its input, in NHWC layout from now on."""
@@ -253,7 +238,7 @@ class EmoModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check must not count as a best epoch
+        self.monitor_best.reset()  # the sanity check must not count as a best epoch
         for t in self._teachers:
             t.to(self.device).eval()
 
@@ -289,34 +274,30 @@ class EmoModule(L.LightningModule):
         x, y, *people = batch  # people: FER+ majority labels (B,), when the votes were found
         logits = self(x)
         getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
-        for name in ("acc", "f1", "cm"):
-            getattr(self, f"{stage}_{name}").update(logits, y)
+        getattr(self, f"{stage}_metrics").update(logits, y, people[0] if people else None)
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"), on_epoch=True, prog_bar=stage == "val")
-        if people:
-            getattr(self, f"{stage}_agree").update(logits, people[0])
-            self.log(f"{stage}/agree", getattr(self, f"{stage}_agree"), on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        cm = self.val_cm.compute().cpu().numpy()
-        self.val_cm.reset()
+        values = self.val_metrics.compute("val", self.class_names)
+        cm = self.val_metrics.confusion_matrix()
+        self.val_metrics.reset()
         if self.trainer.sanity_checking:
             return
-        acc = self.val_acc.compute()
-        self.val_acc_best(acc)
-        if self.val_agree.update_count:
-            agree = self.val_agree.compute()
-            ok = agree if acc >= self.hparams.agree_min_acc else agree - 1
-            self.log("val/agree_ok", ok, sync_dist=True)
-        # From metrics already synced over DDP processes: sync_dist averages equal values (and
-        # keeps Lightning from warning that it might not be).
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-        for name, m in summarize(cm, self.class_names)["per_class"].items():
-            self.log(f"val/f1_{name}", m["f1"], sync_dist=True)
+        if "val/agree" in values:
+            acc, agree = values["val/acc"], values["val/agree"]
+            values["val/agree_ok"] = agree if acc >= self.hparams.agree_min_acc else agree - 1
+        # Values already synced over DDP processes: sync_dist averages equal values (and keeps
+        # Lightning from warning that it might not be).
+        shown = [k for k in ("val/acc", "val/f1", "val/agree") if k in values]
+        self.log_dict({k: values[k] for k in shown}, prog_bar=True, sync_dist=True)
+        logged = {f"val/f1_{name}" for name in self.class_names} | {"val/agree_ok"}
+        self.log_dict({k: v for k, v in values.items() if k in logged}, sync_dist=True)
+        if self.monitor in values:
+            self.monitor_best(values[self.monitor])
+            self.log(f"{self.monitor}_best", self.monitor_best.compute(), prog_bar=True, sync_dist=True)
         if isinstance(self.logger, TensorBoardLogger):
             fig = confusion_figure(cm, self.class_names, f"val, epoch {self.current_epoch}")
             self.logger.experiment.add_figure("val/confusion_matrix", fig, self.current_epoch)
@@ -325,12 +306,10 @@ class EmoModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.test_summary = summarize(self.test_cm.compute().cpu().numpy(), self.class_names)
-        self.test_cm.reset()
-        if self.test_agree.update_count:
-            self.test_summary["agreement"] = float(self.test_agree.compute())
-        for name, m in self.test_summary["per_class"].items():
-            self.log(f"test/f1_{name}", m["f1"], sync_dist=True)
+        # Every value metrics.json needs, logged: trainer.test returns them
+        # (emo.report.metrics.summarize turns them into the summary).
+        self.log_dict(self.test_metrics.compute("test", self.class_names), sync_dist=True)
+        self.test_metrics.reset()
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:

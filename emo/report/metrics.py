@@ -1,55 +1,152 @@
-"""Metric summaries and plots computed from a confusion matrix and class probabilities.
+"""The one metric vocabulary of emo: a stage's torchmetrics, the summary in ``metrics.json``, its
+writer and its table.
 
-Both ``train`` (its test stage) and ``evaluate`` write ``metrics.json`` through
-:func:`summarize`, so the two always agree on what ``accuracy`` and ``macro_f1`` mean.
+The training system (validation and test stages), ``emo.evaluate`` and the scripts all score
+through :class:`StageMetrics`, and ``train`` and ``evaluate`` both write ``metrics.json`` through
+:func:`write_metrics` with the keys of :func:`summarize`: ``accuracy``, ``n``, ``macro_f1``,
+``per_class`` (precision, recall, f1, support) and, when FER+ people labels are known,
+``agreement`` and ``agreement_n``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
+from torch import nn
+from torchmetrics import MetricCollection, SumMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+#: Per-class scores logged as ``<stage>/<name>_<class>``.
+PER_CLASS = ("precision", "recall", "f1", "support")
 
 
-def summarize(cm: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a (C, C) count matrix.
+class StageMetrics(nn.Module):
+    """One stage's metrics, updated batch by batch (synced over DDP processes when computed).
 
-    Rows of ``cm`` are true classes, columns predictions.
+    ``scores`` grades predictions against the labels; ``agree`` against the people labels (FER+
+    majority; ``-1``: none among the classes, left out) when a batch carries them.
     """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(tp / predicted)
-        recall = np.nan_to_num(tp / support)
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    per_class = {
-        name: {
-            "precision": float(p),
-            "recall": float(r),
-            "f1": float(f),
-            "support": int(s),
-        }
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
-    }
-    return {
-        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-        "n": int(cm.sum()),
-        "macro_f1": float(f1.mean()),
-        "per_class": per_class,
-    }
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        c = num_classes
+        self.scores = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(c, average="micro"),
+                "precision": MulticlassPrecision(c, average="none"),
+                "recall": MulticlassRecall(c, average="none"),
+                "f1": MulticlassF1Score(c, average="none"),
+                "cm": MulticlassConfusionMatrix(c),  # rows: true classes, columns: predictions
+            }
+        )
+        self.agree = MulticlassAccuracy(c, average="micro", ignore_index=-1)
+        self.agree_n = SumMetric()
+
+    def update(self, preds: torch.Tensor, labels: torch.Tensor, people: torch.Tensor | None = None) -> None:
+        """``preds``: logits or probabilities (B, C); ``labels``, ``people``: (B,)."""
+        self.scores.update(preds, labels)
+        if people is not None:
+            self.agree.update(preds, people)
+            self.agree_n.update((people >= 0).sum())
+
+    def compute(self, stage: str, class_names: Sequence[str]) -> dict[str, float]:
+        """Flat ``<stage>/...`` values: ``acc``, ``f1`` (macro: the mean of the per-class F1 over
+        every class), ``n``, ``<score>_<class>`` for each of :data:`PER_CLASS`, and ``agree``
+        and ``agree_n`` when people labels were seen."""
+        s = self.scores.compute()
+        support = s["cm"].sum(1)
+        out = {f"{stage}/acc": s["acc"], f"{stage}/f1": s["f1"].mean(), f"{stage}/n": support.sum()}
+        for i, name in enumerate(class_names):
+            for key, values in (("precision", s["precision"]), ("recall", s["recall"]), ("f1", s["f1"])):
+                out[f"{stage}/{key}_{name}"] = values[i]
+            out[f"{stage}/support_{name}"] = support[i]
+        if self.agree.update_count:
+            out[f"{stage}/agree"], out[f"{stage}/agree_n"] = self.agree.compute(), self.agree_n.compute()
+        return {k: float(v) for k, v in out.items()}
+
+    def confusion_matrix(self) -> np.ndarray:
+        return self.scores["cm"].compute().cpu().numpy()
+
+    def reset(self) -> None:
+        self.scores.reset()
+        self.agree.reset()
+        self.agree_n.reset()
 
 
-def agreement(probs, people) -> dict:
-    """Agreement with people: accuracy against FER+ majority labels (``-1``: no majority among
-    the classes, left out), and how many faces counted."""
-    pred, people = np.asarray(probs).argmax(1), np.asarray(people)
-    counted = people >= 0
-    return {"agreement": float((pred[counted] == people[counted]).mean()), "agreement_n": int(counted.sum())}
+def summarize(values: Mapping[str, Any], class_names: Sequence[str], stage: str = "test") -> dict:
+    """The ``metrics.json`` summary from a stage's flat values (``StageMetrics.compute``, or what
+    ``trainer.test`` returns, which logged them)."""
+    v = {k: float(x) for k, x in values.items() if k.startswith(f"{stage}/")}
+    summary = {
+        "accuracy": v[f"{stage}/acc"],
+        "n": int(v[f"{stage}/n"]),
+        "macro_f1": v[f"{stage}/f1"],
+        "per_class": {
+            name: {
+                "precision": v[f"{stage}/precision_{name}"],
+                "recall": v[f"{stage}/recall_{name}"],
+                "f1": v[f"{stage}/f1_{name}"],
+                "support": int(v[f"{stage}/support_{name}"]),
+            }
+            for name in class_names
+        },
+    }
+    if f"{stage}/agree" in v:
+        summary["agreement"] = v[f"{stage}/agree"]
+        summary["agreement_n"] = int(v[f"{stage}/agree_n"])
+    return summary
+
+
+def score(
+    preds: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    people: torch.Tensor | np.ndarray | None = None,
+) -> dict:
+    """The summary of predictions (N, C) for a whole split at once."""
+    metrics = StageMetrics(len(class_names))
+    metrics.update(preds, torch.as_tensor(labels), None if people is None else torch.as_tensor(people))
+    return summarize(metrics.compute("split", class_names), class_names, "split")
+
+
+def write_metrics(path: str | Path, summary: Mapping[str, Any] | None = None, **run: Any) -> Path:
+    """Write ``metrics.json``: the summary's keys, then the run's (``split``, ``tta``, ``labels``,
+    ``checkpoint``; ``best`` and ``epochs`` from training). The only writer of the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**(summary or {}), **run}, indent=2) + "\n")
+    return path
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The best checkpoint a training run's ``metrics.json`` names (also when the run directory
+    has moved since: then found by its name under ``checkpoints/``); ``None`` when the file or
+    the checkpoint is missing."""
+    run_dir = Path(run_dir)
+    try:
+        best = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
+    except (OSError, ValueError):
+        return None
+    if not best or not isinstance(best, str):
+        return None
+    for candidate in (Path(best), run_dir / "checkpoints" / Path(best).name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def classification_report(summary: dict) -> str:
@@ -67,6 +164,22 @@ def classification_report(summary: dict) -> str:
         f"{'macro avg':>10} {macro_p:9.4f} {macro_r:9.4f} {summary['macro_f1']:9.4f} {n:9d}",
     ]
     return "\n".join(rows) + "\n"
+
+
+def print_metrics(summary: dict, title: str) -> None:
+    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in summary["per_class"].items():
+        table.add_row(
+            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
+        )
+    n = sum(m["support"] for m in summary["per_class"].values())
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
+    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
+    Console().print(table)
 
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
@@ -101,26 +214,3 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = ""
                 )
         fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
-
-
-def write_json(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
-def print_metrics(summary: dict, title: str) -> None:
-    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
-    table = Table(title=title, title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in summary["per_class"].items():
-        table.add_row(
-            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
-        )
-    n = sum(m["support"] for m in summary["per_class"].values())
-    table.add_section()
-    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
-    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
-    Console().print(table)
