@@ -67,8 +67,8 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg.data,
         classes=model.class_names,
         augment=None,
-        mean=pre["mean"],
-        std=pre["std"],
+        mean=pre.mean,
+        std=pre.std,
         labels=label_source,
     )
     datamodule.setup()

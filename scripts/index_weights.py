@@ -28,8 +28,8 @@ def score(name: str, tta: str, data_dir: str) -> dict:
         data_dir=data_dir,
         classes=model.class_names,
         augment=None,
-        mean=pre["mean"],
-        std=pre["std"],
+        mean=pre.mean,
+        std=pre.std,
         labels=model.labels,
     )
     dm.setup()

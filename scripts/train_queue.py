@@ -85,11 +85,11 @@ def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
     # emo (torch, Lightning) is imported where it is used: `status` and `stop` answer at once.
     from emo.errors import EmoError
-    from emo.models.module import module_from_checkpoint, read_checkpoint
+    from emo.models.module import load_checkpoint, read_checkpoint
 
     try:
+        load_checkpoint(path)
         ckpt = read_checkpoint(path)
-        module_from_checkpoint(ckpt, path)
         if "optimizer_states" not in ckpt or "loops" not in ckpt:
             return "it holds weights only (no optimizer or loop state)"
     except EmoError as err:
@@ -159,7 +159,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
     model = load_checkpoint(best)
     pre = model.preprocess
     dm = FER2013DataModule(
-        data_dir=DATA_DIR, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"]
+        data_dir=DATA_DIR, classes=model.class_names, augment=None, mean=pre.mean, std=pre.std
     )
     dm.setup()
     labels = dm.datasets["val"].labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -45,7 +46,14 @@ def test_onnx_backend_of_a_five_class_checkpoint_is_cached(tmp_path, monkeypatch
     torch.manual_seed(0)
     module = EmoModule(class_names=["angry", "happy", "sad", "surprise", "neutral"]).eval()
     ckpt = tmp_path / "five.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
     rec = EmotionRecognizer.from_checkpoint(ckpt, backend="onnx")
     assert rec.backend.name == "onnx" and rec.class_names == module.class_names
     x = np.random.default_rng(1).integers(0, 255, size=(4, 48, 48), dtype=np.uint8)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -25,7 +26,14 @@ FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
 
 def save_module(module: EmoModule, path):
     """A checkpoint in the format emo.train writes (what ``read_checkpoint`` needs)."""
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
     return path
 
 

@@ -63,7 +63,7 @@ def test_device_augment_loader_yields_uint8_then_normalised_augmented_batches(fe
     xv, _ = next(iter(dm.val_dataloader()))
     assert xv.dtype == torch.float32  # evaluation batches are normalised once, up front
     xn, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer: evaluation semantics
-    ref = (x.float() / 255 - dm.preprocess["mean"]) / dm.preprocess["std"]
+    ref = (x.float() / 255 - dm.preprocess.mean) / dm.preprocess.std
     torch.testing.assert_close(xn, ref)
 
 

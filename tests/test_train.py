@@ -48,7 +48,7 @@ def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
 
     # the checkpoint alone rebuilds the classifier: classes and preprocessing inside
     model = load_checkpoint(best)
-    assert model.class_names[0] == "angry" and model.preprocess["image_size"] == 48
+    assert model.class_names[0] == "angry" and model.preprocess.image_size == 48
     assert not model.training
 
     report = tmp_path / "report"

@@ -37,7 +37,13 @@ from emo.data.ferplus import (
     people_labels,
 )
 from emo.data.soft_targets import fingerprint
-from emo.data.transforms import build_augment, normalize_faces, preprocess_faces, resolve_augment
+from emo.data.transforms import (
+    Preprocess,
+    build_augment,
+    normalize_faces,
+    preprocess_faces,
+    resolve_augment,
+)
 from emo.errors import EmoError
 
 log = logging.getLogger(__name__)
@@ -55,13 +61,13 @@ class FaceDataset(Dataset):
         self,
         images: np.ndarray,
         labels: np.ndarray,
-        preprocess: Mapping,
+        preprocess: Preprocess,
         augment=None,
         targets: torch.Tensor | None = None,
         extras: Sequence[torch.Tensor] = (),
     ):
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
-        self.preprocess, self.augment = dict(preprocess), augment
+        self.preprocess, self.augment = Preprocess.of(preprocess), augment
         self.targets, self.extras = (self.labels if targets is None else targets), list(extras)
 
     def __len__(self) -> int:
@@ -201,7 +207,7 @@ class FER2013DataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.on_bad_row, self.val_fraction, self.split_seed = on_bad_row, val_fraction, split_seed
         #: Everything inference needs to turn a face crop into network input; saved in checkpoints.
-        self.preprocess = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": mean, "std": std}
+        self.preprocess = Preprocess(IMAGE_SIZE, float(mean), float(std))
         self.ferplus_file, self.ferplus_mix = ferplus_file, float(ferplus_mix)
         if not 0.0 <= self.ferplus_mix <= 1.0:
             raise EmoError(f"data.ferplus_mix={ferplus_mix} is not valid: give a weight between 0 and 1")

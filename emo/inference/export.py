@@ -60,7 +60,7 @@ def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
         import onnxscript  # noqa: F401
     except ImportError:
         raise EmoError(f"ONNX export needs onnx and onnxscript: {INSTALL_HINT}") from None
-    size = int(module.preprocess["image_size"])
+    size = int(module.preprocess.image_size)
     wrapper = Probabilities(module.net).eval()
     example = torch.zeros(2, 1, size, size)
     quiet = io.StringIO()
@@ -79,7 +79,7 @@ def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
     proto = program.model_proto
     meta = {
         "emo_class_names": json.dumps(module.class_names),
-        "emo_preprocess": json.dumps(module.preprocess),
+        "emo_preprocess": json.dumps(module.preprocess.as_dict()),
         "emo_arch": str(module.hparams.arch),
     }
     for key, value in meta.items():
@@ -171,7 +171,7 @@ def cached_onnx(ckpt: str | Path, module: EmoModule) -> bytes | Path:
 
 def parity(module: EmoModule, model: bytes | str | Path, n: int = 16, seed: int = 0) -> float:
     """Max absolute difference between torch's and onnxruntime's probabilities on random faces."""
-    size = int(module.preprocess["image_size"])
+    size = int(module.preprocess.image_size)
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         ref = module.predict_proba(x).numpy()

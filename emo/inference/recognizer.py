@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from emo import weights
-from emo.data.transforms import preprocess_faces
+from emo.data.transforms import Preprocess, preprocess_faces
 from emo.errors import EmoError
 from emo.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_metadata
 from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
@@ -74,11 +74,15 @@ class EmotionRecognizer:
         self,
         backend: TorchBackend | OnnxBackend,
         class_names: Sequence[str],
-        preprocess: dict,
+        preprocess: Preprocess | dict,
         detector: str | HaarDetector | YuNetDetector = "yunet",
         source: str = "",
     ):
-        self.backend, self.class_names, self.preprocess = backend, list(class_names), dict(preprocess)
+        self.backend, self.class_names, self.preprocess = (
+            backend,
+            list(class_names),
+            Preprocess.of(preprocess),
+        )
         self.detector = make_detector(detector)
         self.source = source
 
@@ -165,7 +169,7 @@ class EmotionRecognizer:
     # ------------------------------------------------------------------------- inference
     def face_input(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Grey crops of any sizes -> network input (N, 1, S, S), through ``preprocess_faces``."""
-        size = int(self.preprocess["image_size"])
+        size = int(self.preprocess.image_size)
         if not len(crops):
             return torch.zeros(0, 1, size, size)
         return torch.cat([preprocess_faces(c, self.preprocess) for c in crops])
@@ -175,7 +179,7 @@ class EmotionRecognizer:
         inputs at a time, so memory stays bounded however many crops there are."""
         check_tta(tta)
         out = np.zeros((len(crops), len(self.class_names)), dtype=np.float32)
-        size = int(self.preprocess["image_size"])
+        size = int(self.preprocess.image_size)
         chunk = max(1, CHUNK_VIEWS // len(tta_views(torch.zeros(1, 1, size, size), tta)))
         for start in range(0, len(crops), chunk):
             out[start : start + chunk] = self.backend(self.face_input(crops[start : start + chunk]), tta)

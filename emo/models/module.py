@@ -1,13 +1,13 @@
 """The training system: loss, metrics and optimisation around a network from the registry.
 
-The checkpoint's hyper-parameters are plain data (architecture name, class names, preprocessing),
-so ``load_checkpoint(path)`` (or ``EmoModule.load_from_checkpoint``) rebuilds a working
-classifier without Hydra.
+The checkpoint's hyper-parameters are plain data (``save_hyperparameters``: architecture name,
+class names, preprocessing, ...), so ``load_checkpoint(path)``, which is
+``EmoModule.load_from_checkpoint`` with one-line errors, rebuilds a working classifier without
+Hydra.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +22,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2.functional import ten_crop
 
 import emo
-from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
+from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.soft_targets import load_soft_targets
+from emo.data.transforms import Preprocess
 from emo.errors import EmoError
 from emo.models import create_model
 from emo.report.metrics import StageMetrics, confusion_figure
@@ -33,7 +34,16 @@ log = logging.getLogger(__name__)
 TTA_MODES = ("none", "flip", "tencrop")
 #: Ten-crop TTA: crops of this fraction of the side (44 px of 48), resized back to the input size.
 TENCROP_FRACTION = 11 / 12
-DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": FER2013_MEAN, "std": FER2013_STD}
+
+
+def _plain(value: Any) -> Any:
+    """Containers (Hydra's included) as dicts and lists: checkpoints hold plain data only, so
+    ``torch.load(weights_only=True)`` reads them."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_tta(tta: str) -> None:
@@ -47,7 +57,8 @@ class EmoModule(L.LightningModule):
     Args:
         arch: registered network name (``emo.models.list_models()``).
         class_names: output classes in label order; their count sets the head size.
-        preprocess: how a grey face crop becomes network input (``preprocess_faces``).
+        preprocess: how a grey face crop becomes network input (a :class:`Preprocess`, or the
+            dict a checkpoint stores; ``None``: FER-2013's).
         net_kwargs: extra arguments of the network factory (e.g. dropout).
         optimizer: ``params -> Optimizer`` (a Hydra partial); ``None`` for inference.
         scheduler: ``optimizer -> LRScheduler`` (a Hydra partial) or ``None``.
@@ -81,7 +92,7 @@ class EmoModule(L.LightningModule):
         self,
         arch: str = "cnn3",
         class_names: Sequence[str] = FER2013_CLASSES,
-        preprocess: Mapping[str, Any] | None = None,
+        preprocess: Preprocess | Mapping[str, Any] | None = None,
         net_kwargs: Mapping[str, Any] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
@@ -98,35 +109,21 @@ class EmoModule(L.LightningModule):
         labels: str = "fer2013",
     ):
         super().__init__()
+        # Plain data before save_hyperparameters, which saves these arguments as they now are.
         class_names = [str(c) for c in class_names]
-        net_kwargs = dict(net_kwargs or {})
-        preprocess = dict(preprocess or DEFAULT_PREPROCESS)
-        self.save_hyperparameters(
-            {
-                "arch": arch,
-                "class_names": class_names,
-                "preprocess": preprocess,
-                "net_kwargs": net_kwargs,
-                "label_smoothing": label_smoothing,
-                "class_weights": class_weights
-                if isinstance(class_weights, (str, type(None)))
-                else list(class_weights),
-                "channels_last": channels_last,
-                "distill_from": [str(p) for p in distill_from or []],
-                "distill_alpha": distill_alpha,
-                "distill_temperature": distill_temperature,
-                "distill_targets": str(distill_targets) if distill_targets else None,
-                "agree_min_acc": agree_min_acc,
-                "labels": labels,
-            }
-        )
-        self.class_names, self.preprocess, self.labels = class_names, preprocess, labels
+        net_kwargs = _plain(net_kwargs or {})
+        preprocess = Preprocess.of(preprocess).as_dict()
+        class_weights = _plain(class_weights)
+        distill_from = [str(p) for p in distill_from or []]
+        distill_targets = str(distill_targets) if distill_targets else None
+        # The optimizer and scheduler are training code (Hydra partials), not data.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.class_names, self.preprocess, self.labels = class_names, Preprocess.of(preprocess), labels
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
         self.channels_last, self.compile_net = channels_last, compile
-        self.distill_from = [str(p) for p in distill_from or []]
+        self.distill_from, self.distill_targets = distill_from, distill_targets
         self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
-        self.distill_targets = str(distill_targets) if distill_targets else None
         if self.distill_from and self.distill_targets:
             raise EmoError(
                 "give model.distill_from (teacher checkpoints) or model.distill_targets (their stored "
@@ -231,6 +228,10 @@ class EmoModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["emo_version"] = emo.__version__
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if not {"arch", "class_names"} <= set(checkpoint.get("hyper_parameters") or {}):
+            raise ValueError("not an emo checkpoint")  # load_checkpoint says so in one line
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -377,29 +378,38 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise EmoError(
             f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
         )
+    if not ckpt.get("pytorch-lightning_version"):  # what Lightning's loader reads first
+        raise EmoError(
+            f"{path} is not an emo checkpoint (no Lightning version inside): use one written by emo.train"
+        )
     return ckpt
 
 
-def module_from_checkpoint(ckpt: dict, name: str | Path = "checkpoint") -> EmoModule:
-    """Rebuild a trained :class:`EmoModule` (in eval mode) from ``read_checkpoint``'s result."""
-    hp = ckpt["hyper_parameters"]
-    accepted = inspect.signature(EmoModule.__init__).parameters
-    model = EmoModule(**{k: v for k, v in hp.items() if k in accepted})
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise EmoError(f"{name}: weights do not fit {hp['arch']} ({first})") from None
-    return model.eval()
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
-    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone.
+    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone:
+    ``EmoModule.load_from_checkpoint``, with a one-line error for a file it cannot use.
+
+    Every emo checkpoint loads: training checkpoints, resumable ``last.ckpt`` files and packed
+    (also fp16) weights, whose weights are cast back to float32. Those written before
+    ``save_hyperparameters`` lack some arguments (their defaults apply) and store
+    ``preprocess.grayscale`` (:meth:`Preprocess.of` drops it).
 
     Raises:
-        EmoError: the file is missing, unreadable, or not an emo checkpoint.
+        EmoError: the file is missing, unreadable, not an emo checkpoint, or its weights do not fit
+            the network it names.
     """
-    return module_from_checkpoint(read_checkpoint(path, map_location), path)
+    path = Path(path)
+    if not path.is_file():
+        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
+    try:
+        model = EmoModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except EmoError:
+        raise
+    except Exception as err:  # torch and Lightning raise many types: say which case this is
+        hp = read_checkpoint(path, map_location)["hyper_parameters"]  # raises for foreign files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise EmoError(f"{path}: weights do not fit {hp['arch']} ({first})") from None
+    return model.eval()
 
 
 class Ensemble(L.LightningModule):

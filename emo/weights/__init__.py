@@ -106,10 +106,10 @@ def pack(src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bo
             back to float32, and predictions move by ~1e-3 in probability at most).
     """
     # Here, not at the top: naming and finding weights (every inference start-up) needs no Lightning.
-    from emo.models.module import module_from_checkpoint, read_checkpoint
+    from emo.models.module import load_checkpoint, read_checkpoint
 
+    load_checkpoint(src)  # the weights must fit the architecture they claim
     ckpt = read_checkpoint(src)
-    module_from_checkpoint(ckpt, src)  # the weights must fit the architecture they claim
     state = ckpt["state_dict"]
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
