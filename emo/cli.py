@@ -12,6 +12,9 @@ from typing import Any
 
 import hydra.utils
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
@@ -66,6 +69,38 @@ def resolve_precision(precision: Any) -> Any:
     return chosen
 
 
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group (``_``-prefixed files are shared parts, not options)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+#: ``key=NAME`` overrides that choose a config group's option by another name.
+GROUP_ALIASES = {"data.augment": "augment"}
+
+
+def group_overrides(argv: list[str]) -> list[str]:
+    """``data.augment=strong`` as ``augment=strong``: the augment group, and nothing else, turns a
+    preset's name into its flags. Other arguments are returned as they are."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in GROUP_ALIASES and value and value[0] not in "{[":
+            arg = f"{GROUP_ALIASES[key]}={value}"
+        out.append(arg)
+    return out
+
+
+def compose(overrides: list[str] = (), config_name: str = "train") -> DictConfig:
+    """``conf/<config_name>.yaml`` composed as the command line would (outside ``@hydra.main``:
+    ``paths.output_dir``, which Hydra's run sets, is left to the caller)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            return hydra_compose(config_name, overrides=group_overrides(list(overrides)))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:
     """Fail in one line on ``group=option`` overrides naming an option that does not exist.
 
@@ -77,10 +112,9 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
         key = key.lstrip("+~")
         if not sep or "." in key or key.startswith("hydra") or "(" in value:
             continue  # a value override, Hydra's own groups, or a sweep function like glob(*)
-        group = conf_dir / key
-        if not group.is_dir():
+        if not (conf_dir / key).is_dir():
             continue
-        options = sorted(p.stem for p in group.glob("*.yaml"))
+        options = group_options(key, conf_dir)
         for choice in value.split(","):  # multirun: model=a,b
             if choice not in options and choice != "null":
                 raise EmoError(f"unknown {key} {choice!r}: choose one of {', '.join(options)}")
@@ -118,6 +152,7 @@ def check_plugins(argv: list[str]) -> None:
 @exit_on_emo_error
 def run_hydra_cli(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function after checking its group options from the command line."""
+    sys.argv[1:] = group_overrides(sys.argv[1:])
     check_group_choices(sys.argv[1:], CONF_DIR)
     check_plugins(sys.argv[1:])
     main()

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from emo.cli import compose
 from emo.data.fer2013 import FER2013_CLASSES
-from emo.paths import CONF_DIR
 
 #: Rows per class in each split of the synthetic set.
 PER_CLASS = {"Training": 12, "PublicTest": 4, "PrivateTest": 4}
@@ -69,9 +67,7 @@ def compose_cfg(
     overrides: list[str], out_dir: Path, data_dir: Path, config_name: str = "train"
 ) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with CLI-style overrides, writing into ``out_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name, overrides=[f"data.data_dir={data_dir}", *overrides])
+    cfg = compose([f"data.data_dir={data_dir}", *overrides], config_name)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
         cfg.data.num_workers = 0
@@ -83,7 +79,6 @@ def compose_cfg(
                 # A ~2-epoch average never leaves the random start in a run of a few steps;
                 # tests that are about EMA ask for it (callbacks.ema.decay=...).
                 cfg.callbacks.ema = None
-    GlobalHydra.instance().clear()
     return cfg
 
 

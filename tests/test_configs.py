@@ -6,15 +6,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emo.cli import instantiate
-from emo.data.transforms import augment_presets
+from emo.cli import check_group_choices, group_options, group_overrides, instantiate
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
 from emo.train import build_trainer
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return group_options(group)
 
 
 def build(cfg):
@@ -60,7 +59,7 @@ def test_evaluate_config_composes(make_cfg):
     assert cfg.split == "test" and cfg.ckpt_path == "x.ckpt"
 
 
-@pytest.mark.parametrize("preset", augment_presets())
+@pytest.mark.parametrize("preset", group_options("augment"))
 def test_augment_group_and_data_augment_select_the_same_pipeline(make_cfg, preset):
     a = instantiate(make_cfg(f"augment={preset}").data)
     b = instantiate(make_cfg(f"data.augment={preset}").data)
@@ -78,11 +77,22 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
     assert steps("strong") == ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "Erasing"]
 
 
-def test_unknown_augment_preset_lists_valid_ones(make_cfg):
-    with pytest.raises(
-        EmoError, match="unknown augmentation preset 'medium': choose one of light, none, strong"
-    ):
-        instantiate(make_cfg("data.augment=medium").data)
+def test_unknown_augment_preset_lists_valid_ones():
+    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of light, none, strong"):
+        check_group_choices(group_overrides(["data.augment=medium"]), CONF_DIR)
+
+
+def test_presets_are_named_only_through_the_augment_group(fer_dir):
+    from emo.data import FER2013DataModule
+
+    assert group_overrides(["data.augment=strong", "data.augment.erasing=0.1"]) == [
+        "augment=strong",
+        "data.augment.erasing=0.1",
+    ]
+    with pytest.raises(EmoError, match="chosen by name with Hydra's augment group"):
+        FER2013DataModule(data_dir=str(fer_dir), augment="strong")
+    with pytest.raises(EmoError, match="unknown flags \\['rotation'\\]"):
+        FER2013DataModule(data_dir=str(fer_dir), augment={"rotation": 10})
 
 
 def test_five_class_subset_sizes_the_head(make_cfg):

@@ -14,6 +14,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from emo.cli import compose
 from emo.data import FER2013_CLASSES, FER2013DataModule, load_fer2013
 from emo.data import fer2013 as fer
 from emo.errors import EmoError
@@ -182,7 +183,9 @@ def test_unknown_class_name_is_one_line_error(fer_dir):
 
 
 def test_loaders_give_normalised_batches(fer_dir):
-    dm = FER2013DataModule(data_dir=str(fer_dir), augment="strong", batch_size=16, num_workers=0)
+    dm = FER2013DataModule(
+        data_dir=str(fer_dir), augment=compose(["augment=strong"]).data.augment, batch_size=16, num_workers=0
+    )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 1, 48, 48) and y.shape == (16,)

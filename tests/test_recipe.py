@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from emo.cli import compose
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchAugment, BatchMix
 from emo.errors import EmoError
@@ -56,7 +57,12 @@ def test_batch_mix_gives_soft_targets_that_sum_to_one():
 
 
 def test_device_augment_loader_yields_uint8_then_normalised_augmented_batches(fer_dir):
-    dm = FER2013DataModule(data_dir=str(fer_dir), augment="strong", device_augment=True, batch_size=16)
+    dm = FER2013DataModule(
+        data_dir=str(fer_dir),
+        augment=compose(["augment=strong"]).data.augment,
+        device_augment=True,
+        batch_size=16,
+    )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.dtype == torch.uint8 and x.shape == (16, 1, 48, 48) and y.shape == (16,)

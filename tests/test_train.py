@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from emo.cli import compose
 from emo.errors import EmoError
 from emo.evaluate import evaluate
 from emo.models.module import EmoModule, load_checkpoint
@@ -164,7 +166,7 @@ def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
     ("args", "expected"),
     [
         (["-m", "emo.train", "data.data_dir=nowhere"], "FER-2013 not found in"),
-        (["-m", "emo.train", "data.augment=medium"], "unknown augmentation preset 'medium'"),
+        (["-m", "emo.train", "data.augment=medium"], "unknown augment 'medium': choose one of light, none"),
         (["-m", "emo.train", "model.arch=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
         (["-m", "emo.train", "model=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
         (
@@ -192,7 +194,8 @@ def test_cli_train_and_multirun(tmp_path, fer_dir):
     runs = list((tmp_path / "outputs" / "train" / "runs").glob("*"))
     assert len(runs) == 1
     assert (runs[0] / "metrics.json").is_file()
-    assert "augment: strong" in (runs[0] / ".hydra" / "config.yaml").read_text()
+    saved = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
+    assert saved.data.augment == compose(["augment=strong"]).data.augment  # as typed: the group's preset
 
     proc = run_cli("-m", "emo.train", "-m", "optimizer.lr=1e-3,3e-4", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -137,7 +137,8 @@ class FER2013DataModule(L.LightningDataModule):
         data_dir: folder with FER-2013 in any supported layout (see ``emo.data.fer2013``).
         cache_dir: where the decoded array is cached (``None``: ``$EMO_CACHE_DIR`` or ~/.cache/emo).
         classes: class names to keep, in the order of the new labels; ``None`` keeps all seven.
-        augment: preset name (``none``/``light``/``strong``) or its dict of flags.
+        augment: the flags of an augmentation preset (``AugmentFlags``' fields; Hydra's augment
+            group fills them from ``conf/augment``); ``None``: no augmentation.
         device_augment: augment whole batches on the training device (``BatchAugment``; data
             resident on the GPU when there is one) instead of per image in DataLoader workers.
         batch_size: images per batch.
@@ -164,7 +165,7 @@ class FER2013DataModule(L.LightningDataModule):
         data_dir: str = "data/fer2013",
         cache_dir: str | None = None,
         classes: Sequence[str] | None = None,
-        augment: str | Mapping[str, Any] | None = "light",
+        augment: Mapping[str, Any] | None = None,
         device_augment: bool = False,
         batch_size: int = 64,
         num_workers: int = 2,

@@ -4,9 +4,9 @@
 inference all call it with the :class:`Preprocess` stored in the checkpoint, so training and
 serving cannot drift apart.
 
-Augmentation presets live in ``conf/augment/*.yaml`` (flags below); ``build_augment`` turns one
-into an albumentations pipeline, adding a step only when its flag is on (torchvision-presets
-style). A preset may be given by name (``data.augment=strong``) or as its dict of flags.
+Augmentation presets live in ``conf/augment/*.yaml`` (the flags of :class:`AugmentFlags`), chosen
+by Hydra's augment group; ``build_augment`` turns one into an albumentations pipeline, adding a
+step only when its flag is on (torchvision-presets style).
 """
 
 from __future__ import annotations
@@ -18,33 +18,33 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from emo.data.fer2013 import FER2013_MEAN, FER2013_STD, IMAGE_SIZE
 from emo.errors import EmoError
-from emo.paths import CONF_DIR
-
-AUGMENT_DIR = CONF_DIR / "augment"
 
 
-def augment_presets() -> list[str]:
-    return sorted(p.stem for p in AUGMENT_DIR.glob("*.yaml"))
+def resolve_augment(spec: AugmentFlags | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The flags of an augmentation preset as a dict (``None``: no augmentation).
 
-
-def resolve_augment(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Return the flags of an augmentation preset given by name or as a mapping."""
+    Presets are chosen by name only through Hydra's augment group (``conf/augment/*.yaml``:
+    ``augment=strong``, or ``data.augment=strong`` on the command line), which hands the
+    DataModule their flags.
+    """
     if spec is None:
-        spec = "none"
+        return {"name": "none"}
     if isinstance(spec, str):
-        path = AUGMENT_DIR / f"{spec}.yaml"
-        if not path.is_file():
-            raise EmoError(
-                f"unknown augmentation preset {spec!r}: choose one of {', '.join(augment_presets())}"
-            )
-        spec = OmegaConf.load(path)
-    if isinstance(spec, DictConfig):
-        spec = OmegaConf.to_container(spec, resolve=True)
-    return dict(spec)
+        raise EmoError(
+            f"augment={spec!r}: a preset is chosen by name with Hydra's augment group (augment={spec} "
+            "or data.augment=" + spec + " on the command line); from Python give its flags "
+            "(emo.cli.compose([...]).data.augment, or a dict of AugmentFlags' fields)"
+        )
+    if isinstance(spec, AugmentFlags):
+        return asdict(spec)
+    flags = {str(k): v for k, v in spec.items()}
+    unknown = sorted(set(flags) - {f.name for f in fields(AugmentFlags)})
+    if unknown:
+        raise EmoError(f"data.augment has unknown flags {unknown}: see conf/augment/strong.yaml")
+    return flags
 
 
 @dataclass(frozen=True)
