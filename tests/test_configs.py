@@ -54,9 +54,14 @@ def test_every_option_composes_and_instantiates(make_cfg, override):
     assert model.net(torch.zeros(2, 1, 48, 48)).shape == (2, dm.num_classes)
 
 
-def test_evaluate_config_composes(make_cfg):
-    cfg = make_cfg("ckpt_path=x.ckpt", config_name="evaluate")
-    assert cfg.split == "test" and cfg.ckpt_path == "x.ckpt"
+def test_evaluate_reads_the_data_as_training_does(make_cfg):
+    """One data config for both doors: evaluate sees the faces, splits and statistics train saw."""
+    ev, tr = make_cfg("ckpt_path=x.ckpt", config_name="evaluate"), make_cfg()
+    assert OmegaConf.missing_keys(make_cfg(config_name="evaluate")) == {"ckpt_path"}
+    assert {k: v for k, v in ev.data.items() if k != "augment"} == {
+        k: v for k, v in tr.data.items() if k != "augment"
+    }
+    assert (ev.split, ev.tta) == ("test", "none")
 
 
 @pytest.mark.parametrize("preset", group_options("augment"))

@@ -19,7 +19,7 @@ from emo.data import FER2013_CLASSES, FER2013DataModule, load_fer2013
 from emo.data import fer2013 as fer
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
-from tests.conftest import PER_CLASS, real_data_or_skip, write_csv
+from tests.helpers import PER_CLASS, real_data_or_skip, write_csv
 
 SPLIT_OF_USAGE = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
 

@@ -27,6 +27,7 @@ def bundled(tmp_path_factory):
     return ckpt, out
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_probabilities_match_torch(bundled):
     ckpt, onnx_file = bundled
     module = load_checkpoint(ckpt)
@@ -42,6 +43,7 @@ def test_onnx_probabilities_match_torch(bundled):
     assert a.box == b.box and a.label == b.label and np.abs(a.probs - b.probs).max() < PARITY
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_backend_of_a_five_class_checkpoint_is_cached(tmp_path, monkeypatch):
     torch.manual_seed(0)
     module = EmoModule(class_names=["angry", "happy", "sad", "surprise", "neutral"]).eval()

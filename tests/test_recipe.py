@@ -15,6 +15,7 @@ from emo.errors import EmoError
 from emo.evaluate import evaluate
 from emo.models.module import load_checkpoint, load_ensemble, read_checkpoint
 from emo.optim import warmup_cosine
+from emo.report.metrics import best_checkpoint
 from emo.train import train
 
 
@@ -97,7 +98,7 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
         out_dir=out,
     )
     metrics = train(cfg)
-    ckpt = read_checkpoint(next((out / "checkpoints").glob("best*.ckpt")))
+    ckpt = read_checkpoint(best_checkpoint(out))
     # the checkpoint's weights are the average; the raw ones ride along for resuming
     raw, avg = ckpt["current_model_state"], ckpt["state_dict"]
     assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net."))
@@ -111,17 +112,17 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, fer_dir):
-    """Two briefly trained cnn3 checkpoints (different seeds)."""
-    from tests.conftest import compose_cfg
+def two_runs(tmp_path_factory, fer_dir, trained_run):
+    """Two briefly trained cnn3 checkpoints (different seeds: the shared run's 42, and 2)."""
+    from tests.helpers import compose_cfg
 
     root = tmp_path_factory.mktemp("runs")
-    paths = []
-    for seed in (1, 2):
+    paths = [json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]]
+    for seed in (2,):
         out = root / f"s{seed}"
         overrides = ["trainer.max_epochs=2", "logger={}", "test=false", f"seed={seed}"]
         train(compose_cfg(overrides, out, fer_dir))
-        paths.append(str(next((out / "checkpoints").glob("best*.ckpt"))))
+        paths.append(str(best_checkpoint(out)))
     return paths
 
 

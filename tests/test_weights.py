@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +16,9 @@ from emo.models.module import load_checkpoint
 from emo.train import train
 
 
-def test_pack_keeps_what_inference_needs(make_cfg, tmp_path):
-    run = tmp_path / "run"
-    train(make_cfg("trainer.max_epochs=1", "logger={}", out_dir=run))
-    best = next((run / "checkpoints").glob("best*.ckpt"))
+def test_pack_keeps_what_inference_needs(trained_run, tmp_path):
+    run = trained_run[0]
+    best = Path(json.loads((run / "metrics.json").read_text())["checkpoint"])
     metrics = json.loads((run / "metrics.json").read_text())
     packed = weights.pack(best, tmp_path / "w" / "tiny.ckpt", metrics)
     assert packed.stat().st_size < 0.6 * best.stat().st_size  # optimizer state dropped
@@ -30,10 +30,8 @@ def test_pack_keeps_what_inference_needs(make_cfg, tmp_path):
     assert torch.load(packed, weights_only=True)["emo_metrics"]["accuracy"] == metrics["accuracy"]
 
 
-def test_fp16_packing_halves_the_file_and_keeps_predictions(make_cfg, tmp_path):
-    run = tmp_path / "run"
-    train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", out_dir=run))
-    best = next((run / "checkpoints").glob("best*.ckpt"))
+def test_fp16_packing_halves_the_file_and_keeps_predictions(trained_run, tmp_path):
+    best = Path(json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"])
     full = weights.pack(best, tmp_path / "full.ckpt")
     half = weights.pack(best, tmp_path / "half.ckpt", fp16=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
@@ -148,7 +146,7 @@ def test_bundled_weights_load_and_predict(name):
 @pytest.mark.parametrize("name", weights.available())
 def test_bundled_weights_reproduce_their_recorded_privatetest_accuracy(name, make_cfg, tmp_path):
     from emo.evaluate import evaluate
-    from tests.conftest import compose_cfg, real_data_or_skip
+    from tests.helpers import compose_cfg, real_data_or_skip
 
     data_dir = real_data_or_skip()
     recorded = weights.metrics(name)
