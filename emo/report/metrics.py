@@ -23,7 +23,6 @@ from rich.table import Table
 from torch import nn
 from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import (
-    MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -37,8 +36,10 @@ PER_CLASS = ("precision", "recall", "f1", "support")
 class StageMetrics(nn.Module):
     """One stage's metrics, updated batch by batch (synced over DDP processes when computed).
 
-    ``scores`` grades predictions against the labels; ``agree`` against the people labels (FER+
-    majority; ``-1``: none among the classes, left out) when a batch carries them.
+    ``scores`` grades predictions against the labels: per-class precision, recall and F1 and the
+    confusion matrix, whose counts give the accuracy exactly (float64, as emo always reported it);
+    ``agree_hits`` / ``agree_n`` count agreement with the people labels (FER+ majority; ``-1``:
+    none among the classes, left out) when a batch carries them.
     """
 
     def __init__(self, num_classes: int):
@@ -46,36 +47,48 @@ class StageMetrics(nn.Module):
         c = num_classes
         self.scores = MetricCollection(
             {
-                "acc": MulticlassAccuracy(c, average="micro"),
                 "precision": MulticlassPrecision(c, average="none"),
                 "recall": MulticlassRecall(c, average="none"),
                 "f1": MulticlassF1Score(c, average="none"),
                 "cm": MulticlassConfusionMatrix(c),  # rows: true classes, columns: predictions
             }
         )
-        self.agree = MulticlassAccuracy(c, average="micro", ignore_index=-1)
-        self.agree_n = SumMetric()
+        self.agree_hits, self.agree_n = SumMetric(), SumMetric()
 
     def update(self, preds: torch.Tensor, labels: torch.Tensor, people: torch.Tensor | None = None) -> None:
         """``preds``: logits or probabilities (B, C); ``labels``, ``people``: (B,)."""
         self.scores.update(preds, labels)
         if people is not None:
-            self.agree.update(preds, people)
-            self.agree_n.update((people >= 0).sum())
+            counted = people >= 0
+            self.agree_hits.update((preds.argmax(-1) == people)[counted].sum())
+            self.agree_n.update(counted.sum())
 
     def compute(self, stage: str, class_names: Sequence[str]) -> dict[str, float]:
         """Flat ``<stage>/...`` values: ``acc``, ``f1`` (macro: the mean of the per-class F1 over
-        every class), ``n``, ``<score>_<class>`` for each of :data:`PER_CLASS`, and ``agree``
-        and ``agree_n`` when people labels were seen."""
+        every class), ``n`` and ``hits`` (faces, correct ones), ``<score>_<class>`` for each of
+        :data:`PER_CLASS`, and ``agree``, ``agree_hits``, ``agree_n`` when people labels were seen."""
         s = self.scores.compute()
-        support = s["cm"].sum(1)
-        out = {f"{stage}/acc": s["acc"], f"{stage}/f1": s["f1"].mean(), f"{stage}/n": support.sum()}
+        cm = s["cm"].double()
+        support = cm.sum(1)
+        out = {
+            f"{stage}/acc": cm.trace() / cm.sum().clamp(min=1),
+            f"{stage}/f1": s["f1"].double().mean(),
+            f"{stage}/n": support.sum(),
+            # Counts survive logging (Lightning logs float32): summarize divides them in float64.
+            f"{stage}/hits": cm.trace(),
+        }
         for i, name in enumerate(class_names):
-            for key, values in (("precision", s["precision"]), ("recall", s["recall"]), ("f1", s["f1"])):
-                out[f"{stage}/{key}_{name}"] = values[i]
+            for key in ("precision", "recall", "f1"):
+                out[f"{stage}/{key}_{name}"] = s[key][i]
             out[f"{stage}/support_{name}"] = support[i]
-        if self.agree.update_count:
-            out[f"{stage}/agree"], out[f"{stage}/agree_n"] = self.agree.compute(), self.agree_n.compute()
+        if self.agree_n.update_count:
+            n = self.agree_n.compute().double()
+            hits = self.agree_hits.compute().double()
+            out[f"{stage}/agree"], out[f"{stage}/agree_hits"], out[f"{stage}/agree_n"] = (
+                hits / n.clamp(min=1),
+                hits,
+                n,
+            )
         return {k: float(v) for k, v in out.items()}
 
     def confusion_matrix(self) -> np.ndarray:
@@ -83,7 +96,7 @@ class StageMetrics(nn.Module):
 
     def reset(self) -> None:
         self.scores.reset()
-        self.agree.reset()
+        self.agree_hits.reset()
         self.agree_n.reset()
 
 
@@ -91,9 +104,10 @@ def summarize(values: Mapping[str, Any], class_names: Sequence[str], stage: str 
     """The ``metrics.json`` summary from a stage's flat values (``StageMetrics.compute``, or what
     ``trainer.test`` returns, which logged them)."""
     v = {k: float(x) for k, x in values.items() if k.startswith(f"{stage}/")}
+    n = int(v[f"{stage}/n"])
     summary = {
-        "accuracy": v[f"{stage}/acc"],
-        "n": int(v[f"{stage}/n"]),
+        "accuracy": v[f"{stage}/hits"] / max(n, 1),  # from counts: exact whatever logged them
+        "n": n,
         "macro_f1": v[f"{stage}/f1"],
         "per_class": {
             name: {
@@ -105,8 +119,8 @@ def summarize(values: Mapping[str, Any], class_names: Sequence[str], stage: str 
             for name in class_names
         },
     }
-    if f"{stage}/agree" in v:
-        summary["agreement"] = v[f"{stage}/agree"]
+    if f"{stage}/agree_n" in v:
+        summary["agreement"] = v[f"{stage}/agree_hits"] / max(v[f"{stage}/agree_n"], 1)
         summary["agreement_n"] = int(v[f"{stage}/agree_n"])
     return summary
 
