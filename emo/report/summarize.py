@@ -1,6 +1,6 @@
 """Summarise a multirun: mean ± std of every configuration's test metrics over its seeds.
 
-    emo-summarize outputs/train/multiruns/<date>          # or python -m emo.report.summarize DIR
+    emo-summarize outputs/train/multiruns/<date>          # or python -m emo.summarize DIR
     emo-summarize DIR --ignore seed data.split_seed       # what does not define a configuration
 
 Reads each job's ``metrics.json`` and ``.hydra/overrides.yaml``; jobs whose overrides differ only
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cli() -> None:
-    """Console entry point (``emo-summarize``, ``python -m emo.report.summarize``)."""
+    """Console entry point (``emo-summarize``, ``python -m emo.summarize``)."""
     main()
 
 
