@@ -74,8 +74,13 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
         return [type(t).__name__ for t in pipe.transforms] if pipe else []
 
     assert steps("none") == []
-    assert steps("light") == ["HorizontalFlip", "Affine"]
-    assert steps("strong") == ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "Erasing"]
+    assert steps("light") == ["HorizontalFlip", "FaceFrameAffine"]
+    assert steps("strong") == [
+        "HorizontalFlip",
+        "FaceFrameAffine",
+        "MeanBrightnessContrast",
+        "LogRatioErasing",
+    ]
 
 
 def test_unknown_augment_preset_lists_valid_ones(make_cfg):

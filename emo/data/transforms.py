@@ -92,24 +92,27 @@ def build_augment(**flags: Any) -> Any:
     f = AugmentFlags(**flags)
     import albumentations as A  # here, not at the top: the batched (GPU) path does without it
 
+    # Steps that draw what BatchAugment draws (the stock ones differ; see emo.data.albu_steps).
+    from emo.data.albu_steps import FaceFrameAffine, LogRatioErasing, MeanBrightnessContrast
+
     steps: list[A.BasicTransform] = []
     if f.hflip > 0:
         steps.append(A.HorizontalFlip(p=f.hflip))
     if f.affine_p > 0 and (f.rotate or f.scale or f.shift):
         steps.append(
-            A.Affine(
+            FaceFrameAffine(
                 rotate=(-f.rotate, f.rotate),
                 scale=(1 - f.scale, 1 + f.scale),
-                translate_percent=(-f.shift, f.shift),
-                border_mode=cv2.BORDER_REFLECT_101,  # FER faces fill the frame; avoid black wedges
+                keep_ratio=True,  # one zoom for both axes, as BatchAugment (not sx, sy apart)
+                shift=f.shift,  # continuous, in the face's frame (A.Affine's: whole pixels)
+                border_mode=cv2.BORDER_REFLECT,  # = grid_sample reflection; faces fill the frame
                 p=f.affine_p,
             )
         )
     if f.brightness_contrast > 0:
-        lim = f.brightness_contrast
-        steps.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
+        steps.append(MeanBrightnessContrast(f.brightness_contrast, p=0.5))
     if f.erasing > 0:
-        steps.append(A.Erasing(scale=(0.02, 0.2), fill=0, p=f.erasing))
+        steps.append(LogRatioErasing(scale=(0.02, 0.2), ratio=(0.3, 3.3), fill=0, p=f.erasing))
     return A.Compose(steps) if steps else None
 
 
