@@ -35,6 +35,26 @@ narrower, brightness/contrast range 7% narrower, flip rate 0.44 instead of 0.5 o
 0.2 instead of 0.25 fails; an affine probability 10% lower (0.54 for 0.6) does not.
 Parameters a preset leaves off (no shift in ``light``; anisotropy, which no preset asks for) must
 stay at measurement noise in both engines (their interpolation noise differs, so no KS there).
+
+The camera steps (issue 15), each measured alone, on outputs rounded to whole grey levels:
+
+- perspective: four dots (one per channel) give the homography, and so where each corner of the
+  frame came from: eight corner moves, each uniform in +-``perspective_scale`` of the side;
+- crop jitter: the geometry probe: zoom, shift and border fill; rotation, anisotropy and flips
+  must stay at noise (detector boxes are upright squares);
+- lighting: a plane fitted to a flat grey face's output over its input: gradient strength ``a``
+  and direction; the mean level must stay (the field is centred);
+- blur: a vertical edge; the derivative of its row-averaged profile is the kernel, whose spread
+  is sigma; the edge must not move;
+- noise: a flat grey face: std and mean of the change, and the correlation of neighbouring pixels
+  (independent noise: at sampling noise);
+- JPEG: a textured face (shading, stripes, a square): the RMS error, and the quality whose
+  re-compression of the probe gives the nearest error (must stay within ``JPEG_QUALITY``).
+
+Each passes with seeds 1, 2, 3 and 12. With the camera preset, a batched engine whose blur sigma
+range is 0.5-1.4 (not 1.5), noise std 0.01-0.045 (not 0.05), JPEG quality 30-75 or 25-80 (not
+30-80), lighting 0.1-0.37 (not 0.4), perspective scale or crop zoom 10% smaller, crop shift
+0.045 (not 0.05), or any camera step's probability 0.8 times the preset's, fails.
 """
 
 from __future__ import annotations
@@ -47,7 +67,18 @@ import torch
 from scipy import stats
 
 from emo.data.batch_augment import BatchAugment
-from emo.data.transforms import AugmentFlags, augment_presets, build_augment, resolve_augment
+from emo.data.transforms import (
+    BLUR_SIGMA,
+    CROP_SHIFT,
+    CROP_ZOOM,
+    JPEG_QUALITY,
+    LIGHTING,
+    NOISE_STD,
+    AugmentFlags,
+    augment_presets,
+    build_augment,
+    resolve_augment,
+)
 
 N = 3000  # draws per engine and probe (~1500 applied affines, ~750 erasures)
 SIDE = 48
@@ -163,10 +194,136 @@ def _measure_erasing(out: np.ndarray) -> tuple[dict, dict]:
     return {"erasing": on}, values
 
 
+# Camera steps (issue 15). Outputs are rounded to whole grey levels before measuring, as
+# albumentations' uint8 outputs are, so that rounding does not tell the engines apart.
+def _levels(out: np.ndarray) -> np.ndarray:
+    return np.round(out.astype(np.float64) * 255) / 255
+
+
+_SQUARE = ((-9.0, -9.0), (9.0, -9.0), (9.0, 9.0), (-9.0, 9.0))  # one dot per channel
+_EDGES = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * SIDE / 2  # frame corners
+
+
+def _square_probe() -> np.ndarray:
+    dots = [
+        np.exp(-((_xx - CENTRE - dx) ** 2 + (_yy - CENTRE - dy) ** 2) / (2 * 1.5**2)) for dx, dy in _SQUARE
+    ]
+    return (np.stack(dots) * 255).round().astype(np.uint8)  # (4, S, S)
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) point pairs -> (N, 3, 3) homographies src -> dst (h33 = 1)."""
+    n = len(src)
+    u, v, x, y = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
+    one, zero = np.ones_like(u), np.zeros_like(u)
+    a = np.concatenate(
+        [
+            np.stack([u, v, one, zero, zero, zero, -u * x, -v * x], -1),
+            np.stack([zero, zero, zero, u, v, one, -u * y, -v * y], -1),
+        ],
+        1,
+    )
+    h = np.linalg.solve(a, np.concatenate([x, y], 1)[..., None])[..., 0]
+    return np.concatenate([h, np.ones((n, 1))], 1).reshape(n, 3, 3)
+
+
+_PROBE_SQUARE = _centroids(_square_probe()[None].astype(np.float32))[0].astype(np.float64)
+
+
+def _measure_perspective(out: np.ndarray) -> tuple[dict, dict]:
+    """The four dots give the homography; it says where each corner of the frame came from."""
+    q = _centroids(out).astype(np.float64)  # (N, 4, 2), dot i lands at G(p_i)
+    g = _homography(np.broadcast_to(_PROBE_SQUARE, q.shape).copy(), q)  # input -> output
+    corners = np.c_[_EDGES, np.ones(4)] @ np.linalg.inv(g).transpose(0, 2, 1)  # (N, 4, 3)
+    move = (corners[..., :2] / corners[..., 2:] - _EDGES) / SIDE  # (N, 4, 2), of the side
+    applied = np.abs(move).max((1, 2)) > 1e-3
+    values = {f"corner{i}_{axis}": move[applied, i, j] for i in range(4) for j, axis in enumerate("xy")}
+    return {"perspective": applied}, values
+
+
+def _measure_crop_jitter(out: np.ndarray) -> tuple[dict, dict]:
+    rates, values = _measure_geometry(out)
+    return {"crop_jitter": rates["affine"], "flip": rates["flip"]}, values
+
+
+def _measure_lighting(out: np.ndarray) -> tuple[dict, dict]:
+    """A plane fitted to the flat probe's output over its own grey: 1 + a (x cos t + y sin t)."""
+    field = _levels(out[:, 0]).reshape(len(out), -1) / (128 / 255)
+    xs = (2 * np.arange(SIDE) + 1) / SIDE - 1  # half sides, at pixel centres
+    design = np.stack([np.ones(SIDE * SIDE), np.tile(xs, SIDE), np.repeat(xs, SIDE)], 1)
+    c, *_ = np.linalg.lstsq(design, field.T, rcond=None)  # (3, N)
+    a = np.hypot(c[1], c[2])
+    applied = a > 0.02
+    values = {"gain": a[applied], "angle": np.arctan2(c[2], c[1])[applied], "level": c[0][applied] - 1}
+    return {"lighting": applied}, values
+
+
+def _edge_probe() -> np.ndarray:
+    probe = np.full((1, SIDE, SIDE), 51, np.uint8)
+    probe[..., SIDE // 2 :] = 204
+    return probe
+
+
+def _measure_blur(out: np.ndarray) -> tuple[dict, dict]:
+    """Sigma from the vertical edge: the spread of the derivative of its (row-averaged) profile,
+    which is the blur kernel; and the change at the top and bottom rows (the border handling)."""
+    y = _levels(out[:, 0])
+    probe = _edge_probe()[0] / 255
+    applied = np.abs(y - probe).max((1, 2)) > 1e-6
+    lsf = np.diff(y.mean(1), axis=1)  # (N, S - 1)
+    x = np.arange(SIDE - 1, dtype=np.float64)
+    mass = lsf.sum(1)
+    mean = lsf @ x / mass
+    sigma = np.sqrt(np.maximum((lsf * (x[None] - mean[:, None]) ** 2).sum(1) / mass, 0))
+    values = {"sigma": sigma[applied], "edge_position": mean[applied] - (SIDE / 2 - 1)}
+    return {"blur": applied}, values
+
+
+def _measure_noise(out: np.ndarray) -> tuple[dict, dict]:
+    d = _levels(out[:, 0]) - 128 / 255
+    std = d.std((1, 2))
+    applied = std > 0
+    dc = d - d.mean((1, 2), keepdims=True)
+    neighbour = (dc[:, :, 1:] * dc[:, :, :-1]).mean((1, 2)) / np.maximum(std**2, 1e-12)
+    values = {"std": std[applied], "mean": d.mean((1, 2))[applied], "neighbour_corr": neighbour[applied]}
+    return {"noise": applied}, values
+
+
+def _texture_probe() -> np.ndarray:
+    """Smooth shading, fine stripes and a sharp square: what JPEG rounds away at any quality."""
+    t = 128 + 50 * np.sin(_xx / 2.3) * np.cos(_yy / 3.7) + 30 * np.sin((_xx + _yy) / 1.3)
+    t[14:30, 18:34] += 40
+    return np.clip(t, 0, 255).round().astype(np.uint8)[None]
+
+
+def _jpeg_error(quality: int) -> float:
+    import cv2
+
+    probe = _texture_probe()[0]
+    _, code = cv2.imencode(".jpg", probe, (cv2.IMWRITE_JPEG_QUALITY, quality))
+    return float(np.sqrt(np.mean((cv2.imdecode(code, cv2.IMREAD_GRAYSCALE) / 255 - probe / 255) ** 2)))
+
+
+def _measure_jpeg(out: np.ndarray) -> tuple[dict, dict]:
+    """The error energy (RMS, 0..1 scale) on a textured probe, and the quality it points to: the
+    one of 1..100 whose re-compression of the probe gives the nearest error."""
+    rms = np.sqrt(((_levels(out[:, 0]) - _texture_probe()[0] / 255) ** 2).mean((1, 2)))
+    applied = rms > 0
+    table = np.array([_jpeg_error(q) for q in range(1, 101)])
+    quality = 1 + np.abs(rms[applied, None] - table[None]).argmin(1)
+    return {"jpeg": applied}, {"rms": rms[applied], "quality": quality.astype(np.float64)}
+
+
 GROUPS = {  # group -> (flags it reads, probe, measure)
     "geometry": (GEOMETRY_FLAGS, _geometry_probe, _measure_geometry),
     "brightness_contrast": (("brightness_contrast",), _ramp_probe, _measure_brightness_contrast),
     "erasing": (("erasing",), _grey_probe, _measure_erasing),
+    "perspective": (("perspective", "perspective_scale"), _square_probe, _measure_perspective),
+    "crop_jitter": (("crop_jitter",), _geometry_probe, _measure_crop_jitter),
+    "lighting": (("lighting",), _grey_probe, _measure_lighting),
+    "blur": (("blur",), _edge_probe, _measure_blur),
+    "noise": (("noise",), _grey_probe, _measure_noise),
+    "jpeg": (("jpeg",), _texture_probe, _measure_jpeg),
 }
 
 
@@ -301,3 +458,88 @@ def test_erasing_agrees(preset):
         for axis in ("centre_x", "centre_y"):
             problems += _value_problems(f"box {axis} (of the side)", va[axis], vb[axis], 1.0)
     assert not problems, f"{preset}: the engines disagree on erasing:\n" + "\n".join(problems)
+
+
+def _step(preset: str, group: str) -> AugmentFlags:
+    return AugmentFlags(**dict(_group_flags(preset, group)))
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_perspective_agrees(preset):
+    f = _step(preset, "perspective")
+    (ra, va), (rb, vb), problems = _compare(preset, "perspective")
+    problems += _rate_problems("perspective", ra["perspective"], rb["perspective"], f.perspective)
+    if f.perspective:
+        for name in va:  # each corner's move, x and y: uniform in +-scale of the side
+            problems += _value_problems(f"{name} (of the side)", va[name], vb[name], 2 * f.perspective_scale)
+    assert not problems, f"{preset}: the engines disagree on perspective:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_crop_jitter_agrees(preset):
+    p = _step(preset, "crop_jitter").crop_jitter
+    (ra, va), (rb, vb), problems = _compare(preset, "crop_jitter")
+    problems += _rate_problems("crop jitter", ra["crop_jitter"], rb["crop_jitter"], p)
+    problems += _rate_problems("flip", ra["flip"], rb["flip"], 0.0)
+    if p:
+        problems += _value_problems("zoom", va["zoom"], vb["zoom"], 2 * CROP_ZOOM)
+        for axis in ("shift_x", "shift_y"):
+            problems += _value_problems(f"{axis} (of the side)", va[axis], vb[axis], 2 * CROP_SHIFT)
+        problems += _value_problems("border fill (frame brightness)", va["border"], vb["border"], 2.0)
+        # Boxes are upright: 0.3 degrees is ~2x the measurement noise here (std 0.06 in both engines).
+        problems += _noise_problems("rotation (degrees)", va["angle"], vb["angle"], 0.3)
+        problems += _noise_problems("anisotropy log(s1/s2)", va["anisotropy"], vb["anisotropy"], 0.01)
+    assert not problems, f"{preset}: the engines disagree on crop jitter:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_lighting_agrees(preset):
+    p = _step(preset, "lighting").lighting
+    (ra, va), (rb, vb), problems = _compare(preset, "lighting")
+    problems += _rate_problems("lighting", ra["lighting"], rb["lighting"], p)
+    if p:
+        problems += _value_problems("gradient a", va["gain"], vb["gain"], LIGHTING[1] - LIGHTING[0])
+        problems += _value_problems("gradient direction (radians)", va["angle"], vb["angle"], 2 * np.pi)
+        # The field is centred: the mean grey level stays (to rounding).
+        problems += _noise_problems("mean level change", va["level"], vb["level"], 0.005)
+    assert not problems, f"{preset}: the engines disagree on lighting:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_blur_agrees(preset):
+    p = _step(preset, "blur").blur
+    (ra, va), (rb, vb), problems = _compare(preset, "blur")
+    problems += _rate_problems("blur", ra["blur"], rb["blur"], p)
+    if p:
+        problems += _value_problems("sigma (px)", va["sigma"], vb["sigma"], BLUR_SIGMA[1] - BLUR_SIGMA[0])
+        problems += _noise_problems("edge position (px)", va["edge_position"], vb["edge_position"], 0.02)
+    assert not problems, f"{preset}: the engines disagree on blur:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_noise_agrees(preset):
+    p = _step(preset, "noise").noise
+    (ra, va), (rb, vb), problems = _compare(preset, "noise")
+    problems += _rate_problems("noise", ra["noise"], rb["noise"], p)
+    if p:
+        problems += _value_problems("noise std (0..1)", va["std"], vb["std"], NOISE_STD[1] - NOISE_STD[0])
+        problems += _value_problems("noise mean (0..1)", va["mean"], vb["mean"], 0.01)
+        # Independent per pixel: neighbours' correlation is sampling noise (1/48 = 0.02 per image).
+        problems += _noise_problems("neighbour correlation", va["neighbour_corr"], vb["neighbour_corr"], 0.1)
+    assert not problems, f"{preset}: the engines disagree on noise:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("preset", augment_presets())
+def test_jpeg_agrees(preset):
+    p = _step(preset, "jpeg").jpeg
+    (ra, va), (rb, vb), problems = _compare(preset, "jpeg")
+    problems += _rate_problems("jpeg", ra["jpeg"], rb["jpeg"], p)
+    if p:
+        problems += _value_problems("error RMS (0..1)", va["rms"], vb["rms"], 0.01)
+        problems += _value_problems(
+            "quality", va["quality"], vb["quality"], JPEG_QUALITY[1] - JPEG_QUALITY[0]
+        )
+        for engine, q in (("albumentations", va["quality"]), ("batched", vb["quality"])):
+            if q.min() < JPEG_QUALITY[0] - 2 or q.max() > JPEG_QUALITY[1] + 2:
+                problems.append(f"{engine} quality outside {JPEG_QUALITY}: {_summary(q)}")
+    assert not problems, f"{preset}: the engines disagree on JPEG:\n" + "\n".join(problems)

@@ -81,11 +81,29 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
         "MeanBrightnessContrast",
         "LogRatioErasing",
     ]
+    assert steps("camera") == [  # strong + the camera steps, in the order a frame meets them
+        "HorizontalFlip",
+        "FaceFrameAffine",
+        "CornerPerspective",
+        "FaceFrameAffine",  # the detector's box, off
+        "CentredIllumination",
+        "MeanBrightnessContrast",
+        "LogRatioErasing",
+        "GaussianBlur",
+        "RoundedGaussNoise",
+        "ImageCompression",
+    ]
+
+
+def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
+    dm = instantiate(make_cfg("augment=camera", "data.augment.jpeg=0").data)
+    assert dm.augment["jpeg"] == 0 and dm.augment["blur"] > 0
+    assert dm.batch_augment.flags.jpeg == 0 and dm.batch_augment.flags.noise > 0
 
 
 def test_unknown_augment_preset_lists_valid_ones(make_cfg):
     with pytest.raises(
-        EmoError, match="unknown augmentation preset 'medium': choose one of light, none, strong"
+        EmoError, match="unknown augmentation preset 'medium': choose one of camera, light, none, strong"
     ):
         instantiate(make_cfg("data.augment=medium").data)
 

@@ -22,6 +22,12 @@ changes (strong preset, 3000 draws per engine, albumentations 2.0.8):
 - ``A.Erasing`` draws the box's aspect ratio uniformly, not log-uniformly: mean log(h/w) -0.45
   (mostly wide boxes) against 0.00, and it rounds the sides where the batched engine floors them
   (mean erased fraction 0.110 against 0.101).
+
+The camera steps (issue 15) use the stock ``A.GaussianBlur`` (sigma uniform, kernel
+2 * int(3.5 sigma) + 1 taps, mirrored border: what ``BatchAugment._blur`` does) and
+``A.ImageCompression`` (OpenCV's codec, which ``BatchAugment._jpeg`` calls: the same bytes).
+``A.GaussNoise``, ``A.Perspective`` and ``A.Illumination`` draw something else; see
+``RoundedGaussNoise``, ``CornerPerspective`` and ``CentredIllumination``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import math
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 
 
@@ -93,3 +100,79 @@ class LogRatioErasing(A.Erasing):
         top, left = rnd.randint(0, height - h), rnd.randint(0, width - w)
         holes = np.array([[left, top, left + w, top + h]], dtype=np.int32)
         return {"holes": holes, "seed": self.random_generator.integers(0, 2**32 - 1)}
+
+
+class CornerPerspective(A.Perspective):
+    """A perspective warp that moves each corner of the face by up to ``scale`` of the side in x
+    and y (uniform), and maps the moved corners onto the frame, as ``BatchAugment._perspective``.
+
+    ``A.Perspective`` moves the corners only inwards (half-normal, folded at 0.32), so every warp
+    also zooms in, and with ``keep_size`` it scales its matrix once more by side / (width of the
+    quadrilateral): a second zoom on top. This class keeps its warp and border handling and draws
+    the corners itself.
+    """
+
+    def __init__(self, scale: float, **kwargs: Any):
+        super().__init__(scale=(scale, scale), keep_size=True, fit_output=False, **kwargs)
+        self.corner_scale = scale
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        # The frame's corners (pixel edges; pixel centres are at integers), and where each comes from.
+        frame = np.array(
+            [[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]]
+        )
+        s = self.corner_scale
+        move = np.array([[self.py_random.uniform(-s, s) for _ in range(2)] for _ in range(4)])
+        source = frame + move * [width, height]
+        matrix = cv2.getPerspectiveTransform(source.astype(np.float32), frame.astype(np.float32))
+        return {"matrix": matrix, "max_height": height, "max_width": width, "matrix_bbox": matrix}
+
+
+class CentredIllumination(A.ImageOnlyTransform):
+    """Uneven light as ``BatchAugment._lighting`` draws it: the face times ``1 + a * d``, ``d`` the
+    distance from the centre along a direction uniform in 0..360 degrees, in half sides, and ``a``
+    uniform in ``intensity``.
+
+    ``A.Illumination``'s linear gradient runs from 0 at the top-left corner, unnormalised, so its
+    mean and its range change with the angle (a field from 1 - a to 1 + a at 0 degrees, but from
+    1 - a to 1 + 1.7 a at 30 degrees), and it caps ``a`` at 0.2 (a 1.5:1 light ratio).
+    """
+
+    def __init__(self, intensity: tuple[float, float], p: float = 0.5):
+        super().__init__(p=p)
+        self.intensity = tuple(intensity)
+
+    def get_params(self) -> dict[str, float]:
+        return {"intensity": self.py_random.uniform(*self.intensity), "angle": self.py_random.uniform(0, 360)}
+
+    def apply(self, img: np.ndarray, intensity: float, angle: float, **params: Any) -> np.ndarray:
+        height, width = img.shape[:2]
+        theta = math.radians(angle)
+        x = (np.arange(width, dtype=np.float32) - (width - 1) / 2) / (width / 2)
+        y = (np.arange(height, dtype=np.float32) - (height - 1) / 2) / (height / 2)
+        field = 1 + intensity * (x[None, :] * math.cos(theta) + y[:, None] * math.sin(theta))
+        if img.ndim == 3:
+            field = field[..., None]
+        top = 255.0 if img.dtype == np.uint8 else 1.0
+        out = np.clip(img.astype(np.float32) * field, 0, top)
+        return np.rint(out).astype(np.uint8) if img.dtype == np.uint8 else out.astype(img.dtype)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("intensity",)
+
+
+class RoundedGaussNoise(A.GaussNoise):
+    """``A.GaussNoise`` that adds its noise to a uint8 face in floating point and rounds, as the
+    batched engine (which keeps floats) does in effect.
+
+    ``A.GaussNoise`` adds the noise to uint8 faces in whole grey levels, rounded towards zero:
+    every draw between -1 and +1 level is lost, so a std of 0.01 (2.55 levels) came out as 0.0086,
+    and flat regions kept 2.3 times more unchanged pixels than their neighbouring levels.
+    """
+
+    def apply(self, img: np.ndarray, noise_map: np.ndarray, **params: Any) -> np.ndarray:
+        if img.dtype != np.uint8:
+            return super().apply(img, noise_map=noise_map, **params)
+        noise = noise_map.reshape(img.shape) if noise_map.size == img.size else noise_map
+        return np.rint(np.clip(img.astype(np.float32) + noise, 0, 255)).astype(np.uint8)
