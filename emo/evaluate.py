@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.fer2013 import FER2013_CLASSES
+from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
 from emo.metrics import agreement, classification_report, confusion_figure, summarize
