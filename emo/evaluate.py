@@ -2,6 +2,7 @@
 
     python -m emo.evaluate ckpt_path=PATH [split=test|val] [tta=none|flip|tencrop] [hydra.run.dir=DIR]
     python -m emo.evaluate 'ckpt_path=[A.ckpt,B.ckpt,C.ckpt]'    # an ensemble: mean probabilities
+    python -m emo.evaluate ckpt_path=PATH labels=ferplus    # score on the other labels (FER+ majority)
 
 Writes into the run directory: metrics.json, classification_report.txt, confusion_matrix.png,
 roc.png and, when the training run's TensorBoard logs are found, curves.png.
@@ -18,6 +19,8 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from emo.cli import instantiate, run_hydra_cli
+from emo.data.fer2013 import FER2013_CLASSES
+from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
 from emo.models.module import check_tta, load_checkpoint, load_ensemble
@@ -34,6 +37,21 @@ from emo.report.plots import plot_curves, plot_roc
 
 log = logging.getLogger(__name__)
 SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}
+LABEL_VOCABULARIES = {"fer2013": FER2013_CLASSES, "ferplus": FERPLUS_CLASSES}
+
+
+def align_probs(probs: torch.Tensor, model_classes, classes) -> torch.Tensor:
+    """``probs`` (N, len(model_classes)) as (N, len(classes)), matched by class name: a class the
+    model lacks gets 0 (a seven-class model never predicts FER+'s contempt, so those faces count
+    as errors), a model class outside ``classes`` is dropped and each row renormalised."""
+    if list(model_classes) == list(classes):
+        return probs
+    out = torch.zeros(len(probs), len(classes), dtype=probs.dtype)
+    for j, name in enumerate(classes):
+        if name in model_classes:
+            out[:, j] = probs[:, list(model_classes).index(name)]
+    total = out.sum(1, keepdim=True)
+    return torch.where(total > 0, out / total.clamp_min(1e-12), out)
 
 
 def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: int = 512) -> torch.Tensor:
@@ -62,10 +80,14 @@ def evaluate(cfg: DictConfig) -> dict:
     model.predict_tta = cfg.tta
     # The checkpoint, not the config, says which classes and which preprocessing the net expects.
     pre = model.preprocess
-    label_source = model.labels  # fer2013 or ferplus: evaluate on the labels it learnt
+    # fer2013 or ferplus: the labels it learnt, unless told to score it on the other ones.
+    label_source = cfg.get("labels") or model.labels
+    if label_source not in LABEL_VOCABULARIES:
+        raise EmoError(f"labels={label_source!r} is not valid: use fer2013 or ferplus (or leave it out)")
+    classes = model.class_names if label_source == model.labels else list(LABEL_VOCABULARIES[label_source])
     datamodule = instantiate(
         cfg.data,
-        classes=model.class_names,
+        classes=classes,
         augment=None,
         mean=pre.mean,
         std=pre.std,
@@ -75,24 +97,26 @@ def evaluate(cfg: DictConfig) -> dict:
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
     probs = torch.cat(trainer.predict(model, dataloaders=loader)).float().cpu()  # (N, C)
+    probs = align_probs(probs, model.class_names, classes)
     labels = datamodule.datasets[cfg.split].labels
     people = datamodule.people.get(cfg.split)  # FER+ votes found beside the data
-    metrics = StageMetrics(len(model.class_names))
+    metrics = StageMetrics(len(classes))
     metrics.update(probs, labels, None if people is None else torch.from_numpy(people))
-    summary = summarize(metrics.compute(cfg.split, model.class_names), model.class_names, cfg.split)
+    summary = summarize(metrics.compute(cfg.split, classes), classes, cfg.split)
     cm = metrics.confusion_matrix()
     out = Path(cfg.paths.output_dir)
     run = {
         "split": cfg.split,
         "tta": cfg.tta,
         "labels": label_source,
+        "model_labels": model.labels,
         "checkpoint": paths[0] if len(paths) == 1 else paths,
     }
     write_metrics(out / "metrics.json", summary, **run)
     (out / "classification_report.txt").write_text(classification_report(summary))
     title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
-    confusion_figure(cm, model.class_names, title).savefig(out / "confusion_matrix.png", dpi=120)
-    plot_roc(probs, labels, model.class_names, title).savefig(out / "roc.png", dpi=120)
+    confusion_figure(cm, classes, title).savefig(out / "confusion_matrix.png", dpi=120)
+    plot_roc(probs, labels, classes, title).savefig(out / "roc.png", dpi=120)
     run_dir = Path(paths[0]).resolve().parent.parent  # <run>/checkpoints/x.ckpt
     curves = plot_curves(run_dir)
     if curves is not None:

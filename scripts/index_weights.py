@@ -4,7 +4,8 @@
 
 Scores ``emo/weights/NAME.ckpt`` on PublicTest (selection: FER-2013 accuracy and agreement with
 people) and on PrivateTest (the reported numbers), both with the model's TTA, and stores them
-with its size. Run it once per model that enters the README; ``emo.weights.default_name()``
+with its size; ``cross`` holds the same against the other label set (FER+ majority for a model
+trained on FER-2013 labels, and the reverse). Run it once per model that enters the README; ``emo.weights.default_name()``
 reads only PublicTest.
 """
 
@@ -16,30 +17,33 @@ import os
 
 from emo import weights
 from emo.data import FER2013DataModule
-from emo.evaluate import split_probs
+from emo.evaluate import LABEL_VOCABULARIES, align_probs, split_probs
 from emo.models.module import load_checkpoint
 from emo.report.metrics import score as summarize_probs
 
 
-def score(name: str, tta: str, data_dir: str) -> dict:
-    model = load_checkpoint(weights.weights_path(name))
+def score_on(model, labels: str, tta: str, data_dir: str) -> dict:
+    """PublicTest and PrivateTest scores of ``model`` against ``labels`` (fer2013 or ferplus)."""
+    classes = model.class_names if labels == model.labels else list(LABEL_VOCABULARIES[labels])
     pre = model.preprocess
     dm = FER2013DataModule(
-        data_dir=data_dir,
-        classes=model.class_names,
-        augment=None,
-        mean=pre.mean,
-        std=pre.std,
-        labels=model.labels,
+        data_dir=data_dir, classes=classes, augment=None, mean=pre.mean, std=pre.std, labels=labels
     )
     dm.setup()
     out = {}
     for split, key in (("val", "publictest"), ("test", "privatetest")):
-        probs = split_probs(model, dm, split, tta)
-        s = summarize_probs(probs, dm.datasets[split].labels, model.class_names, dm.people.get(split))
+        probs = align_probs(split_probs(model, dm, split, tta), model.class_names, classes)
+        s = summarize_probs(probs, dm.datasets[split].labels, classes, dm.people.get(split))
         out[key] = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n": s["n"]}
         if "agreement" in s:
             out[key].update(agreement=s["agreement"], agreement_n=s["agreement_n"])
+    return out
+
+
+def score(name: str, tta: str, data_dir: str) -> dict:
+    model = load_checkpoint(weights.weights_path(name))
+    # The other label set too, for the README's cross-label table (FER-2013 vs FER+ majority).
+    other = "ferplus" if model.labels == "fer2013" else "fer2013"
     return {
         "arch": model.hparams.arch,
         "classes": len(model.class_names),
@@ -47,7 +51,8 @@ def score(name: str, tta: str, data_dir: str) -> dict:
         "params": sum(p.numel() for p in model.net.parameters()),
         "megabytes": round(weights.weights_path(name).stat().st_size / 1e6, 2),
         "tta": tta,
-        **out,
+        **score_on(model, model.labels, tta, data_dir),
+        "cross": {other: score_on(model, other, tta, data_dir)},
     }
 
 

@@ -78,12 +78,35 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
         return [type(t).__name__ for t in pipe.transforms] if pipe else []
 
     assert steps("none") == []
-    assert steps("light") == ["HorizontalFlip", "Affine"]
-    assert steps("strong") == ["HorizontalFlip", "Affine", "RandomBrightnessContrast", "Erasing"]
+    assert steps("light") == ["HorizontalFlip", "FaceFrameAffine"]
+    assert steps("strong") == [
+        "HorizontalFlip",
+        "FaceFrameAffine",
+        "MeanBrightnessContrast",
+        "LogRatioErasing",
+    ]
+    assert steps("camera") == [  # strong + the camera steps, in the order a frame meets them
+        "HorizontalFlip",
+        "FaceFrameAffine",
+        "CornerPerspective",
+        "FaceFrameAffine",  # the detector's box, off
+        "CentredIllumination",
+        "MeanBrightnessContrast",
+        "LogRatioErasing",
+        "GaussianBlur",
+        "RoundedGaussNoise",
+        "ImageCompression",
+    ]
+
+
+def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
+    dm = instantiate(make_cfg("augment=camera", "data.augment.jpeg=0").data)
+    assert dm.augment["jpeg"] == 0 and dm.augment["blur"] > 0
+    assert dm.batch_augment.flags.jpeg == 0 and dm.batch_augment.flags.noise > 0
 
 
 def test_unknown_augment_preset_lists_valid_ones():
-    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of light, none, strong"):
+    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of camera, light, none, strong"):
         check_group_choices(group_overrides(["data.augment=medium"]), CONF_DIR)
 
 

@@ -25,7 +25,7 @@ from emo.data.ferplus import (
 from emo.data.soft_targets import load_soft_targets, save_soft_targets
 from emo.distill import main as distill_main
 from emo.errors import EmoError
-from emo.evaluate import evaluate
+from emo.evaluate import align_probs, evaluate
 from emo.models.module import load_checkpoint
 from emo.report.metrics import best_checkpoint
 from emo.train import train
@@ -192,6 +192,15 @@ def test_precision_auto_picks_a_real_lightning_precision():
     assert resolve_precision("16-mixed") == "16-mixed"
 
 
+def test_align_probs_matches_classes_by_name():
+    p = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])
+    assert torch.equal(align_probs(p, ["a", "b", "c"], ["a", "b", "c"]), p)
+    padded = align_probs(p, ["a", "b", "c"], ["c", "a", "b", "d"])  # d: a class the model lacks
+    assert torch.allclose(padded, torch.tensor([[0.5, 0.2, 0.3, 0.0], [0.0, 0.6, 0.4, 0.0]]))
+    dropped = align_probs(p, ["a", "b", "c"], ["a", "b"])  # c dropped, rows renormalised
+    assert torch.allclose(dropped, torch.tensor([[0.4, 0.6], [0.6, 0.4]]))
+
+
 def test_ferplus_protocol_drops_single_votes_unclear_and_unknown_faces():
     v = np.zeros((4, 10), dtype=np.uint8)
     v[0, [0, 1]] = [6, 4]  # neutral 6/10: kept
@@ -220,5 +229,27 @@ def test_ferplus_labels_train_an_eight_class_model_and_evaluate_says_so(
     assert saved["labels"] == "ferplus" and len(saved["per_class"]) == 8
     ev = evaluate(compose_cfg([f"ckpt_path={saved['checkpoint']}"], tmp_path / "ev", ferplus_dir, "evaluate"))
     assert ev["labels"] == "ferplus" and ev["accuracy"] == pytest.approx(saved["accuracy"])
+    # Across label sets: the eight-class model on FER-2013's labels (contempt dropped) and the
+    # seven-class teacher on FER+'s, which can never say contempt.
+    on_fer = evaluate(
+        compose_cfg(
+            [f"ckpt_path={saved['checkpoint']}", "labels=fer2013"], tmp_path / "e1", ferplus_dir, "evaluate"
+        )
+    )
+    assert (
+        on_fer["labels"] == "fer2013"
+        and on_fer["model_labels"] == "ferplus"
+        and len(on_fer["per_class"]) == 7
+    )
+    on_plus = evaluate(
+        compose_cfg([f"ckpt_path={teacher}", "labels=ferplus"], tmp_path / "e2", ferplus_dir, "evaluate")
+    )
+    contempt = on_plus["per_class"]["contempt"]
+    assert on_plus["model_labels"] == "fer2013" and contempt["support"] > 0 and contempt["recall"] == 0
+    assert on_plus["accuracy"] <= 1 - contempt["support"] / on_plus["n"]
+    with pytest.raises(EmoError, match="labels='votes' is not valid"):
+        evaluate(
+            compose_cfg([f"ckpt_path={teacher}", "labels=votes"], tmp_path / "e3", ferplus_dir, "evaluate")
+        )
     with pytest.raises(EmoError, match="needs FER\\+ votes"):
         train(compose_cfg(run, tmp_path / "x", fer_dir))  # FER-2013 without fer2013new.csv

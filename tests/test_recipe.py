@@ -37,6 +37,38 @@ def test_batch_augment_draws_per_image_parameters():
     assert len(distinct) > 60  # not one random change for the whole batch
 
 
+@pytest.mark.parametrize(
+    "preset, following, total",
+    [  # recorded before the camera steps existed (issue 15)
+        ("none", [0.29611194, 0.51656228, 0.25167072, 0.68855679], 295133.7599),
+        ("light", [0.69447154, 0.24778247, 0.41107523, 0.19242734], 295062.1616),
+        ("strong", [0.98400003, 0.56768340, 0.06869805, 0.70712930], 290770.7434),
+    ],
+)
+def test_presets_without_camera_steps_augment_and_draw_as_before_them(preset, following, total):
+    """Camera steps that are off draw no random numbers: the same batches for the same seed."""
+    from emo.data.transforms import resolve_augment
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.rand(256, 1, 48, 48)
+        torch.manual_seed(123)
+        y = BatchAugment(**resolve_augment(preset))(x)
+        after = torch.rand(4)  # the generator's next draws: the same count of draws was consumed
+    torch.testing.assert_close(after, torch.tensor(following), atol=1e-7, rtol=0)
+    assert y.double().sum().item() == pytest.approx(total, rel=1e-6)
+
+
+def test_batch_camera_steps_keep_shape_and_range_and_differ_per_image():
+    x = faces(1).expand(64, -1, -1, -1).contiguous()
+    for step in ("perspective", "crop_jitter", "lighting", "blur", "noise", "jpeg"):
+        y = BatchAugment(**{step: 1.0})(x)
+        assert y.shape == x.shape and y.dtype == x.dtype and 0 <= y.min() and y.max() <= 1, step
+        distinct = {tuple(v.flatten()[:200].round(decimals=3).tolist()) for v in y}
+        assert len(distinct) > 20, step  # drawn per image (JPEG: 51 qualities)
+        torch.testing.assert_close(BatchAugment(**{step: 0.0})(x), x)
+
+
 def test_batch_erasing_blanks_one_rectangle_of_2_to_20_percent():
     x = faces() + 0.5  # no pixel is 0 before erasing
     y = BatchAugment(erasing=1.0)(x)
