@@ -11,6 +11,7 @@ import torch
 from emo.cli import compose
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchAugment, BatchMix
+from emo.data.transforms import resolve_augment
 from emo.errors import EmoError
 from emo.evaluate import evaluate
 from emo.models.module import load_checkpoint, load_ensemble, read_checkpoint
@@ -47,13 +48,12 @@ def test_batch_augment_draws_per_image_parameters():
 )
 def test_presets_without_camera_steps_augment_and_draw_as_before_them(preset, following, total):
     """Camera steps that are off draw no random numbers: the same batches for the same seed."""
-    from emo.data.transforms import resolve_augment
-
+    flags = resolve_augment(compose([f"augment={preset}"]).data.augment)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = torch.rand(256, 1, 48, 48)
         torch.manual_seed(123)
-        y = BatchAugment(**resolve_augment(preset))(x)
+        y = BatchAugment(**flags)(x)
         after = torch.rand(4)  # the generator's next draws: the same count of draws was consumed
     torch.testing.assert_close(after, torch.tensor(following), atol=1e-7, rtol=0)
     assert y.double().sum().item() == pytest.approx(total, rel=1e-6)
