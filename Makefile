@@ -28,10 +28,10 @@ serve: $(STAMP) ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-se
 
 install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
-test: $(STAMP) ## run the fast test suite (synthetic data, a few minutes)
+test: $(STAMP) ## run the fast test suite (synthetic data, in-process, a minute or two)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) ## run only the slow tests (overfitting, resuming, real FER-2013 when present)
+test-slow: $(STAMP) ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
 	$(PY) -m pytest -q -m slow
 
 test-full: $(STAMP) ## run every test
@@ -75,9 +75,10 @@ format: $(STAMP) ## format and lint-fix the code with ruff
 	$(VENV)/bin/ruff format emo tests benchmarks scripts notebooks
 	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts notebooks
 
-lint: $(STAMP) ## check formatting and lint without changing files
+lint: $(STAMP) ## check formatting, lint and the import layers without changing files
 	$(VENV)/bin/ruff format --check emo tests benchmarks scripts notebooks
 	$(VENV)/bin/ruff check emo tests benchmarks scripts notebooks
+	$(VENV)/bin/lint-imports
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

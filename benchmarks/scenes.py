@@ -208,7 +208,7 @@ def main() -> None:
 
 
 def _ckpt(model: str | None):
-    from emo.inference.backends import resolve_checkpoint
+    from emo.inference.backends import resolve_checkpoint  # only when a model is benchmarked
 
     return resolve_checkpoint(model)
 

@@ -20,8 +20,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from emo.cli import compose
 from emo.data import FER2013DataModule
-from emo.module import EmoModule
+from emo.models.module import EmoModule
 
 TRAIN_FACES = 28_709
 
@@ -72,7 +73,7 @@ def measure(
 ) -> float:
     dm = FER2013DataModule(
         data_dir=data_dir,
-        augment="strong",
+        augment=compose(["augment=strong"]).data.augment,
         device_augment=device_augment,
         batch_size=batch,
         num_workers=0 if device_augment else 2,

@@ -22,9 +22,10 @@ import torch
 
 from emo.data import FER2013DataModule
 from emo.data.soft_targets import load_soft_targets, read_soft_targets, save_soft_targets
+from emo.data.transforms import Preprocess
 from emo.errors import EmoError, exit_on_emo_error
 from emo.evaluate import split_probs
-from emo.module import check_tta, load_checkpoint
+from emo.models.module import check_tta, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def teacher_targets(
     return torch.stack(probs).mean(0), {"class_names": classes, "fingerprint": dm.train_fingerprint, **meta}
 
 
-def _norm(pre: dict | None) -> dict:
-    return {"mean": pre["mean"], "std": pre["std"]} if pre else {}
+def _norm(pre: Preprocess | None) -> dict:
+    return {"mean": pre.mean, "std": pre.std} if pre else {}
 
 
 @exit_on_emo_error

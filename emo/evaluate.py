@@ -17,17 +17,23 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from emo.cli import instantiate, run_hydra_cli
 from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
-from emo.metrics import agreement, classification_report, confusion_figure, summarize
-from emo.module import check_tta, load_checkpoint, load_ensemble
+from emo.models.module import check_tta, load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
-from emo.plots import plot_curves, plot_roc
-from emo.utils import instantiate, print_metrics, run_hydra_cli, write_json
+from emo.report.metrics import (
+    StageMetrics,
+    classification_report,
+    confusion_figure,
+    print_metrics,
+    summarize,
+    write_metrics,
+)
+from emo.report.plots import plot_curves, plot_roc
 
 log = logging.getLogger(__name__)
 SPLITS = {"test": "PrivateTest", "val": "PublicTest", "train": "Training"}
@@ -83,8 +89,8 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg.data,
         classes=classes,
         augment=None,
-        mean=pre["mean"],
-        std=pre["std"],
+        mean=pre.mean,
+        std=pre.std,
         labels=label_source,
     )
     datamodule.setup()
@@ -93,21 +99,20 @@ def evaluate(cfg: DictConfig) -> dict:
     probs = torch.cat(trainer.predict(model, dataloaders=loader)).float().cpu()  # (N, C)
     probs = align_probs(probs, model.class_names, classes)
     labels = datamodule.datasets[cfg.split].labels
-    cm = multiclass_confusion_matrix(probs, labels, len(classes)).numpy()
-
-    summary = summarize(cm, classes)
-    if cfg.split in datamodule.people:  # FER+ votes found beside the data
-        summary.update(agreement(probs.numpy(), datamodule.people[cfg.split]))
-    summary = {
-        **summary,
+    people = datamodule.people.get(cfg.split)  # FER+ votes found beside the data
+    metrics = StageMetrics(len(classes))
+    metrics.update(probs, labels, None if people is None else torch.from_numpy(people))
+    summary = summarize(metrics.compute(cfg.split, classes), classes, cfg.split)
+    cm = metrics.confusion_matrix()
+    out = Path(cfg.paths.output_dir)
+    run = {
         "split": cfg.split,
         "tta": cfg.tta,
         "labels": label_source,
         "model_labels": model.labels,
         "checkpoint": paths[0] if len(paths) == 1 else paths,
     }
-    out = Path(cfg.paths.output_dir)
-    write_json(out / "metrics.json", summary)
+    write_metrics(out / "metrics.json", summary, **run)
     (out / "classification_report.txt").write_text(classification_report(summary))
     title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
     confusion_figure(cm, classes, title).savefig(out / "confusion_matrix.png", dpi=120)
@@ -120,7 +125,7 @@ def evaluate(cfg: DictConfig) -> dict:
         log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
     print_metrics(summary, f"{title} - {', '.join(map(str, paths))}")
     log.info("report written to %s", out)
-    return summary
+    return {**summary, **run}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

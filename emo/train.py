@@ -15,19 +15,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from emo.cli import instantiate, instantiate_dict, resolve_precision, run_hydra_cli
 from emo.errors import EmoError, exit_on_emo_error
-from emo.module import read_checkpoint
+from emo.models.module import read_checkpoint
 from emo.paths import CONF_DIR
-from emo.utils import (
-    instantiate,
-    instantiate_dict,
-    print_metrics,
-    resolve_precision,
-    run_hydra_cli,
-    write_json,
-)
+from emo.report.metrics import print_metrics, summarize, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +35,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         callbacks=instantiate_dict(cfg.get("callbacks")),
         logger=instantiate_dict(cfg.get("logger")) or False,
     )
+
+
+def monitored_checkpoint(trainer: L.Trainer, monitor: str) -> ModelCheckpoint | None:
+    """The ``ModelCheckpoint`` that keeps the best epoch by ``monitor`` (whatever the order of the
+    callbacks); ``None`` when there is none."""
+    return next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor), None)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -65,17 +66,12 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         log.info("fit ended after epoch %d (step %d)", trainer.current_epoch, trainer.global_step)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt = trainer.checkpoint_callback
+    ckpt = monitored_checkpoint(trainer, cfg.monitor)
     if ckpt is not None and ckpt.best_model_score is not None:
         metrics[f"{cfg.monitor}_best"] = float(ckpt.best_model_score)
 
     best = (ckpt.best_model_path if ckpt else "") or (None if cfg.train else cfg.get("ckpt_path"))
-    summary = {
-        "checkpoint": best,
-        # The validation score that chose the checkpoint (what sweeps compare configs by).
-        "best": {cfg.monitor: metrics.get(f"{cfg.monitor}_best")},
-        "epochs": trainer.current_epoch,
-    }
+    summary = None
     if cfg.test:
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no validation): testing current weights")
@@ -83,18 +79,21 @@ def train(cfg: DictConfig) -> dict:
             # Load the weights ourselves: with EMA, Lightning's ckpt_path= would restore the raw
             # (not the averaged) weights that the checkpoint also carries.
             model.load_state_dict(read_checkpoint(best)["state_dict"])
-        trainer.test(model, datamodule=datamodule)
-        summary = {
-            **model.test_summary,
-            "split": "test",
-            "tta": "none",
-            "labels": datamodule.labels,
-            **summary,
-        }
-        metrics.update({"test/accuracy": summary["accuracy"], "test/macro_f1": summary["macro_f1"]})
+        tested = trainer.test(model, datamodule=datamodule)[0]
+        metrics.update(tested)
+        summary = summarize(tested, model.class_names, "test")
     if trainer.is_global_zero:  # under DDP every process gets here with the same (synced) numbers
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
-        if cfg.test:
+        run = {"split": "test", "tta": "none", "labels": datamodule.labels} if cfg.test else {}
+        write_metrics(
+            Path(cfg.paths.output_dir) / "metrics.json",
+            summary,
+            **run,
+            checkpoint=best,
+            # The validation score that chose the checkpoint (what sweeps compare configs by).
+            best={cfg.monitor: metrics.get(f"{cfg.monitor}_best")},
+            epochs=trainer.current_epoch,
+        )
+        if summary:
             print_metrics(summary, f"PrivateTest (test split), no TTA - {best or 'current weights'}")
     return metrics
 
@@ -104,7 +103,8 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     # What sweepers optimise (hparams_search=optuna maximises it): the best validation score of
-    # the checkpoint callback; under fast_dev_run, which keeps none, the module's own val/acc_best.
+    # the checkpoint callback; under fast_dev_run, which keeps none, the module's own
+    # <monitor>_best.
     return metrics.get(f"{cfg.monitor}_best")
 
 

@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 
-from torchmetrics.functional.classification import multiclass_confusion_matrix
-
 from emo import weights
 from emo.data import FER2013DataModule
 from emo.evaluate import LABEL_VOCABULARIES, align_probs, split_probs
-from emo.metrics import agreement, summarize
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
+from emo.report.metrics import score as summarize_probs
 
 
 def score_on(model, labels: str, tta: str, data_dir: str) -> dict:
@@ -29,17 +27,16 @@ def score_on(model, labels: str, tta: str, data_dir: str) -> dict:
     classes = model.class_names if labels == model.labels else list(LABEL_VOCABULARIES[labels])
     pre = model.preprocess
     dm = FER2013DataModule(
-        data_dir=data_dir, classes=classes, augment=None, mean=pre["mean"], std=pre["std"], labels=labels
+        data_dir=data_dir, classes=classes, augment=None, mean=pre.mean, std=pre.std, labels=labels
     )
     dm.setup()
     out = {}
     for split, key in (("val", "publictest"), ("test", "privatetest")):
         probs = align_probs(split_probs(model, dm, split, tta), model.class_names, classes)
-        cm = multiclass_confusion_matrix(probs, dm.datasets[split].labels, len(classes)).numpy()
-        s = summarize(cm, classes)
+        s = summarize_probs(probs, dm.datasets[split].labels, classes, dm.people.get(split))
         out[key] = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n": s["n"]}
-        if split in dm.people:
-            out[key].update(agreement(probs.numpy(), dm.people[split]))
+        if "agreement" in s:
+            out[key].update(agreement=s["agreement"], agreement_n=s["agreement_n"])
     return out
 
 

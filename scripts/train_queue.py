@@ -83,12 +83,13 @@ def last_ckpt(name: str) -> Path | None:
 
 def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
+    # emo (torch, Lightning) is imported where it is used: `status` and `stop` answer at once.
     from emo.errors import EmoError
-    from emo.module import module_from_checkpoint, read_checkpoint
+    from emo.models.module import load_checkpoint, read_checkpoint
 
     try:
+        load_checkpoint(path)
         ckpt = read_checkpoint(path)
-        module_from_checkpoint(ckpt, path)
         if "optimizer_states" not in ckpt or "loops" not in ckpt:
             return "it holds weights only (no optimizer or loop state)"
     except EmoError as err:
@@ -144,11 +145,12 @@ def train(entry: dict) -> bool:
 
 def finish(entry: dict, commit: bool = True) -> dict:
     """Score the run's best checkpoint on PublicTest, pack it and its probabilities, commit."""
+    # Imported here, as in resumable(): the queue's light commands need none of it.
     from emo.data import FER2013DataModule
     from emo.data.soft_targets import save_soft_targets
     from emo.evaluate import split_probs
-    from emo.metrics import agreement
-    from emo.module import load_checkpoint
+    from emo.models.module import load_checkpoint
+    from emo.report.metrics import score
     from emo.weights import pack
 
     name, out = entry["name"], run_dir(entry["name"])
@@ -157,7 +159,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
     model = load_checkpoint(best)
     pre = model.preprocess
     dm = FER2013DataModule(
-        data_dir=DATA_DIR, classes=model.class_names, augment=None, mean=pre["mean"], std=pre["std"]
+        data_dir=DATA_DIR, classes=model.class_names, augment=None, mean=pre.mean, std=pre.std
     )
     dm.setup()
     labels = dm.datasets["val"].labels
@@ -165,10 +167,8 @@ def finish(entry: dict, commit: bool = True) -> dict:
     for tta in ("none", "flip"):
         p = split_probs(model, dm, "val", tta)
         probs[tta] = p.half()
-        val[tta] = {"accuracy": float((p.argmax(1) == labels).float().mean())}
-        val[tta]["macro_f1"] = _macro_f1(p.argmax(1), labels, len(model.class_names))
-        if "val" in dm.people:
-            val[tta].update(agreement(p.numpy(), dm.people["val"]))
+        s = score(p, labels, model.class_names, dm.people.get("val"))
+        val[tta] = {k: s[k] for k in ("accuracy", "macro_f1", "agreement", "agreement_n") if k in s}
     tta = max(val, key=lambda t: val[t]["accuracy"])  # chosen on PublicTest
     dest = RUNS / name
     dest.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
         "arch": hp.arch,
         "params": sum(p.numel() for p in model.net.parameters()),
         "epochs": summary.get("epochs"),
-        "best_epoch": _epoch_in(best),
+        "best_epoch": None if epoch_of(Path(best)) is None else epoch_of(Path(best)) - 1,
         "monitor": summary.get("best"),
         "publictest": val,
         "tta": tta,
@@ -206,19 +206,6 @@ def finish(entry: dict, commit: bool = True) -> dict:
     if commit:
         git_commit(dest, f"queue: {name} done, PublicTest {val[tta]['accuracy']:.2%} ({tta} TTA)")
     return result
-
-
-def _macro_f1(pred, labels, c: int) -> float:
-    from torchmetrics.functional.classification import multiclass_f1_score
-
-    return float(multiclass_f1_score(pred, labels, c, average="macro"))
-
-
-def _epoch_in(path: str) -> int | None:
-    import re
-
-    m = re.search(r"epoch(\d+)", Path(path).name)
-    return int(m.group(1)) if m else None
 
 
 def git_commit(path: Path, message: str) -> None:

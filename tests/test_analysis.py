@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emo.analysis import (
+from emo.data.fer2013 import FER2013_CLASSES, TEST, TRAIN
+from emo.models.module import EmoModule
+from emo.report.analysis import (
     blank_faces,
     class_balance_figure,
     class_counts,
@@ -21,8 +23,6 @@ from emo.analysis import (
     sample_grid,
     synthetic_fer,
 )
-from emo.data.fer2013 import FER2013_CLASSES, TEST, TRAIN
-from emo.module import EmoModule
 
 
 def test_synthetic_set_duplicates_and_blanks():

@@ -66,6 +66,7 @@ import pytest
 import torch
 from scipy import stats
 
+from emo.cli import compose
 from emo.data.batch_augment import BatchAugment
 from emo.data.transforms import (
     BLUR_SIGMA,
@@ -75,10 +76,10 @@ from emo.data.transforms import (
     LIGHTING,
     NOISE_STD,
     AugmentFlags,
-    augment_presets,
     build_augment,
     resolve_augment,
 )
+from emo.paths import CONF_DIR
 
 N = 3000  # draws per engine and probe (~1500 applied affines, ~750 erasures)
 SIDE = 48
@@ -334,9 +335,20 @@ def _measure(group: str, engine: str, flags: tuple) -> tuple[dict, dict]:
     return measure(draw(dict(flags), probe()))
 
 
+def augment_presets() -> list[str]:
+    """The options of Hydra's augment group."""
+    return sorted(p.stem for p in (CONF_DIR / "augment").glob("*.yaml"))
+
+
+@functools.cache
+def preset_flags(preset: str) -> dict:
+    """A preset's flags, composed by Hydra's augment group as a run would get them."""
+    return resolve_augment(compose([f"augment={preset}"]).data.augment)
+
+
 def _group_flags(preset: str, group: str) -> tuple:
     """The preset's flags that one group of steps reads (the others off), hashable for the cache."""
-    flags = resolve_augment(preset)
+    flags = preset_flags(preset)
     return tuple(sorted((k, v) for k, v in flags.items() if k in GROUPS[group][0]))
 
 

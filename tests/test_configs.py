@@ -6,15 +6,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emo.data.transforms import augment_presets
+from emo.cli import check_group_choices, group_options, group_overrides, instantiate
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
 from emo.train import build_trainer
-from emo.utils import instantiate
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return group_options(group)
 
 
 def build(cfg):
@@ -55,12 +54,17 @@ def test_every_option_composes_and_instantiates(make_cfg, override):
     assert model.net(torch.zeros(2, 1, 48, 48)).shape == (2, dm.num_classes)
 
 
-def test_evaluate_config_composes(make_cfg):
-    cfg = make_cfg("ckpt_path=x.ckpt", config_name="evaluate")
-    assert cfg.split == "test" and cfg.ckpt_path == "x.ckpt"
+def test_evaluate_reads_the_data_as_training_does(make_cfg):
+    """One data config for both doors: evaluate sees the faces, splits and statistics train saw."""
+    ev, tr = make_cfg("ckpt_path=x.ckpt", config_name="evaluate"), make_cfg()
+    assert OmegaConf.missing_keys(make_cfg(config_name="evaluate")) == {"ckpt_path"}
+    assert {k: v for k, v in ev.data.items() if k != "augment"} == {
+        k: v for k, v in tr.data.items() if k != "augment"
+    }
+    assert (ev.split, ev.tta) == ("test", "none")
 
 
-@pytest.mark.parametrize("preset", augment_presets())
+@pytest.mark.parametrize("preset", group_options("augment"))
 def test_augment_group_and_data_augment_select_the_same_pipeline(make_cfg, preset):
     a = instantiate(make_cfg(f"augment={preset}").data)
     b = instantiate(make_cfg(f"data.augment={preset}").data)
@@ -101,11 +105,22 @@ def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
     assert dm.batch_augment.flags.jpeg == 0 and dm.batch_augment.flags.noise > 0
 
 
-def test_unknown_augment_preset_lists_valid_ones(make_cfg):
-    with pytest.raises(
-        EmoError, match="unknown augmentation preset 'medium': choose one of camera, light, none, strong"
-    ):
-        instantiate(make_cfg("data.augment=medium").data)
+def test_unknown_augment_preset_lists_valid_ones():
+    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of camera, light, none, strong"):
+        check_group_choices(group_overrides(["data.augment=medium"]), CONF_DIR)
+
+
+def test_presets_are_named_only_through_the_augment_group(fer_dir):
+    from emo.data import FER2013DataModule
+
+    assert group_overrides(["data.augment=strong", "data.augment.erasing=0.1"]) == [
+        "augment=strong",
+        "data.augment.erasing=0.1",
+    ]
+    with pytest.raises(EmoError, match="chosen by name with Hydra's augment group"):
+        FER2013DataModule(data_dir=str(fer_dir), augment="strong")
+    with pytest.raises(EmoError, match="unknown flags \\['rotation'\\]"):
+        FER2013DataModule(data_dir=str(fer_dir), augment={"rotation": 10})
 
 
 def test_five_class_subset_sizes_the_head(make_cfg):

@@ -14,11 +14,12 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from emo.cli import compose
 from emo.data import FER2013_CLASSES, FER2013DataModule, load_fer2013
 from emo.data import fer2013 as fer
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
-from tests.conftest import PER_CLASS, real_data_or_skip, write_csv
+from tests.helpers import PER_CLASS, real_data_or_skip, write_csv
 
 SPLIT_OF_USAGE = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
 
@@ -182,14 +183,16 @@ def test_unknown_class_name_is_one_line_error(fer_dir):
 
 
 def test_loaders_give_normalised_batches(fer_dir):
-    dm = FER2013DataModule(data_dir=str(fer_dir), augment="strong", batch_size=16, num_workers=0)
+    dm = FER2013DataModule(
+        data_dir=str(fer_dir), augment=compose(["augment=strong"]).data.augment, batch_size=16, num_workers=0
+    )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 1, 48, 48) and y.shape == (16,)
-    assert x.dtype.is_floating_point and x.abs().max() < 1 / dm.preprocess["std"] + 1e-6
+    assert x.dtype.is_floating_point and x.abs().max() < 1 / dm.preprocess.std + 1e-6
     xv, _ = next(iter(dm.val_dataloader()))
     raw = dm.split_arrays()["val"][0][0]  # (48, 48) uint8
-    ref = (raw / 255.0 - dm.preprocess["mean"]) / dm.preprocess["std"]
+    ref = (raw / 255.0 - dm.preprocess.mean) / dm.preprocess.std
     np.testing.assert_allclose(xv[0, 0].numpy(), ref, atol=1e-5)  # no augmentation on val
 
 
@@ -205,9 +208,9 @@ def test_real_fer2013_split_sizes_and_class_counts():
     assert list(dm.class_counts("val")) == [467, 56, 496, 895, 653, 415, 607]
     assert list(dm.class_counts("test")) == [491, 55, 528, 879, 594, 416, 626]
     train = dm.datasets["train"].images / 255.0  # the mean/std the data config states
-    assert abs(train.mean() - dm.preprocess["mean"]) < 1e-3
-    assert abs(train.std() - dm.preprocess["std"]) < 1e-3
-    assert (dm.preprocess["mean"], dm.preprocess["std"]) == (fer.FER2013_MEAN, fer.FER2013_STD)
+    assert abs(train.mean() - dm.preprocess.mean) < 1e-3
+    assert abs(train.std() - dm.preprocess.std) < 1e-3
+    assert (dm.preprocess.mean, dm.preprocess.std) == (fer.FER2013_MEAN, fer.FER2013_STD)
 
 
 def test_compact_copy_keeps_the_chosen_splits_exactly(fer_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ pytest.importorskip("onnxscript")
 from emo import EmotionRecognizer, weights  # noqa: E402
 from emo.errors import EmoError  # noqa: E402
 from emo.inference import export  # noqa: E402
-from emo.module import EmoModule, load_checkpoint  # noqa: E402
+from emo.models.module import EmoModule, load_checkpoint  # noqa: E402
 from emo.samples import sample_path  # noqa: E402
 
 PARITY = 1e-4
@@ -26,6 +27,7 @@ def bundled(tmp_path_factory):
     return ckpt, out
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_probabilities_match_torch(bundled):
     ckpt, onnx_file = bundled
     module = load_checkpoint(ckpt)
@@ -41,11 +43,19 @@ def test_onnx_probabilities_match_torch(bundled):
     assert a.box == b.box and a.label == b.label and np.abs(a.probs - b.probs).max() < PARITY
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_backend_of_a_five_class_checkpoint_is_cached(tmp_path, monkeypatch):
     torch.manual_seed(0)
     module = EmoModule(class_names=["angry", "happy", "sad", "surprise", "neutral"]).eval()
     ckpt = tmp_path / "five.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
     rec = EmotionRecognizer.from_checkpoint(ckpt, backend="onnx")
     assert rec.backend.name == "onnx" and rec.class_names == module.class_names
     x = np.random.default_rng(1).integers(0, 255, size=(4, 48, 48), dtype=np.uint8)

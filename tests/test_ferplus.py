@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emo.cli import resolve_precision
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchMix
 from emo.data.fer2013 import FER2013_CLASSES
@@ -25,47 +26,10 @@ from emo.data.soft_targets import load_soft_targets, save_soft_targets
 from emo.distill import main as distill_main
 from emo.errors import EmoError
 from emo.evaluate import align_probs, evaluate
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
+from emo.report.metrics import best_checkpoint
 from emo.train import train
-from emo.utils import resolve_precision
-from tests.conftest import compose_cfg, write_csv
-
-HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
-
-
-def votes_for(label: int, kind: int) -> list[int]:
-    """Ten votes in FER+ column order: mostly the FER-2013 label; some faces disagree."""
-    v = [0] * 10
-    col = FERPLUS_COLUMNS.index(FER2013_CLASSES[label])
-    if kind == 0:  # people agree
-        v[col] = 8
-        v[(col + 1) % 7] = 2
-    elif kind == 1:  # people see another of the seven
-        v[(col + 2) % 7] = 6
-        v[col] = 4
-    else:  # contempt majority: no people label among the seven
-        v[FERPLUS_COLUMNS.index("contempt")] = 7
-        v[col] = 3
-    return v
-
-
-def write_ferplus(path, rows) -> list[list[int]]:
-    all_votes = []
-    with open(path, "w") as f:
-        f.write(HEADER + "\n")
-        for i, (label, _, usage) in enumerate(rows):
-            v = votes_for(label, i % 3)
-            all_votes.append(v)
-            f.write(f"{usage},fer{i:07d}.png,{','.join(map(str, v))}\n")
-    return all_votes
-
-
-@pytest.fixture(scope="module")
-def ferplus_dir(tmp_path_factory, fer_rows):
-    root = tmp_path_factory.mktemp("ferplus")
-    write_csv(root / "fer2013.csv", fer_rows)
-    write_ferplus(root / "fer2013new.csv", fer_rows)
-    return root
+from tests.helpers import FERPLUS_HEADER, compose_cfg, write_csv, write_ferplus
 
 
 def test_people_labels_ties_go_to_the_earlier_column_and_other_majorities_drop():
@@ -108,7 +72,7 @@ def test_bad_ferplus_files_are_one_line_errors(tmp_path):
     (tmp_path / "a.csv").write_text("emotion,pixels,Usage\n0,1 2,Training\n")
     with pytest.raises(EmoError, match="is not FER\\+"):
         load_ferplus(tmp_path / "a.csv")
-    (tmp_path / "b.csv").write_text(HEADER + "\nTraining,x.png,1,2,3\n")
+    (tmp_path / "b.csv").write_text(FERPLUS_HEADER + "\nTraining,x.png,1,2,3\n")
     with pytest.raises(EmoError, match="line 2: not a FER\\+ vote row"):
         load_ferplus(tmp_path / "b.csv")
 
@@ -152,14 +116,13 @@ def test_people_run_selects_on_agreement_and_evaluate_reports_it(ferplus_dir, fe
     assert 0 <= saved["agreement"] <= 1  # the test stage reports it too
     ev = evaluate(compose_cfg([f"ckpt_path={saved['checkpoint']}"], tmp_path / "ev", ferplus_dir, "evaluate"))
     counted = sum(1 for i, (_, _, u) in enumerate(fer_rows) if u == "PrivateTest" and i % 3 != 2)
-    assert ev["agreement"] == pytest.approx(saved["agreement"]) and ev["agreement_n"] == counted
+    assert ev["agreement"] == pytest.approx(saved["agreement"])
+    assert ev["agreement_n"] == saved["agreement_n"] == counted  # train and evaluate: the same keys
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, fer_dir):
-    out = tmp_path_factory.mktemp("teacher")
-    train(compose_cfg(["trainer.max_epochs=1", "logger={}", "test=false"], out, fer_dir))
-    return str(next((out / "checkpoints").glob("best*.ckpt")))
+def teacher(trained_run):
+    return str(best_checkpoint(trained_run[0]))
 
 
 def test_stored_targets_match_the_live_teacher_and_train_a_student(teacher, fer_dir, tmp_path):

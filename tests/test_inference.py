@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cv2
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from emo.errors import EmoError
 from emo.inference.backends import resolve_checkpoint
 from emo.inference.detect import crop_faces
 from emo.inference.images import to_grey
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
 from emo.samples import sample_path
 
 FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
@@ -24,7 +26,14 @@ FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
 
 def save_module(module: EmoModule, path):
     """A checkpoint in the format emo.train writes (what ``read_checkpoint`` needs)."""
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
     return path
 
 
@@ -185,8 +194,15 @@ def test_bad_inputs_are_one_line_errors(rec, tmp_path):
 def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
-    for name in ("best-epoch001-acc0.5000.ckpt", "best-epoch004-acc0.7000.ckpt", "last.ckpt"):
+    for name in ("best-epoch004-acc0.7000.ckpt", "best-epoch001-acc0.5000.ckpt", "last.ckpt"):
         (ckpts / name).write_bytes(five_class_ckpt.read_bytes())
+        time.sleep(0.01)  # distinct modification times
+    # Before the run writes metrics.json: its newest best checkpoint (the names are not read).
+    assert resolve_checkpoint(tmp_path / "run").name == "best-epoch001-acc0.5000.ckpt"
+    # metrics.json names the best, also after the run directory moved (an absolute path elsewhere).
+    (tmp_path / "run" / "metrics.json").write_text(
+        '{"checkpoint": "/elsewhere/checkpoints/best-epoch004-acc0.7000.ckpt"}'
+    )
     assert resolve_checkpoint(tmp_path / "run").name == "best-epoch004-acc0.7000.ckpt"
     assert resolve_checkpoint(None) == weights.weights_path(weights.default_name())
     assert resolve_checkpoint("cnn3") == weights.weights_path("cnn3")
@@ -237,7 +253,7 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
 
     code = (
         "import resource, numpy as np, torch\n"
-        "from emo.module import EmoModule\n"
+        "from emo.models.module import EmoModule\n"
         "from emo.inference.backends import TorchBackend\n"
         "from emo.inference.recognizer import EmotionRecognizer\n"
         "torch.set_num_threads(2)\n"

@@ -36,6 +36,7 @@ def test_both_notebooks_are_here():
     assert [p.name for p in NOTEBOOKS] == ["01-data.ipynb", "02-results.ipynb"]
 
 
+@pytest.mark.slow  # a kernel per notebook: a minute or more each
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_and_is_stored_without_outputs(path, kernel):
     nb = nbformat.read(path, as_version=4)

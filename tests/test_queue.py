@@ -6,9 +6,12 @@ import importlib.util
 import shlex
 
 import pytest
+import torch
 
+from emo.cli import instantiate
+from emo.data.fer2013 import FER2013_CLASSES
+from emo.data.ferplus import FERPLUS_CLASSES
 from emo.paths import PACKAGE_DIR
-from emo.train import train
 from emo.weights import pack
 
 ROOT = PACKAGE_DIR.parent
@@ -18,17 +21,21 @@ spec.loader.exec_module(train_queue)
 
 
 @pytest.mark.parametrize("entry", train_queue.load_queue(), ids=lambda e: e["name"])
-def test_every_queued_command_composes(entry, make_cfg, tmp_path):
+def test_every_queued_command_composes_and_its_resume_point_fits(entry, make_cfg, tmp_path):
     overrides = shlex.split(entry["command"])[3:]
     cfg = make_cfg(*overrides, out_dir=tmp_path)
     assert cfg.trainer.max_epochs > 0 and entry.get("why")
+    classes = FERPLUS_CLASSES if cfg.data.labels == "ferplus" else FER2013_CLASSES
+    model = instantiate(cfg.model, class_names=classes)
+    resume = ROOT / "runs" / entry["name"] / "resume.ckpt"
+    if resume.is_file():  # what the queue resumes from (ckpt_path=): today's network must take it
+        assert train_queue.resumable(resume) is None
+        model.load_state_dict(torch.load(resume, map_location="cpu", weights_only=True)["state_dict"])
 
 
-def test_resumable_accepts_a_last_ckpt_and_explains_what_it_refuses(make_cfg, tmp_path):
-    out = tmp_path / "run"
-    train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", out_dir=out))
-    last = out / "checkpoints" / "last.ckpt"
-    assert train_queue.resumable(last) is None and train_queue.epoch_of(last) == 1
+def test_resumable_accepts_a_last_ckpt_and_explains_what_it_refuses(trained_run, tmp_path):
+    last = trained_run[0] / "checkpoints" / "last.ckpt"
+    assert train_queue.resumable(last) is None and train_queue.epoch_of(last) == 2
     slim = pack(last, tmp_path / "slim.ckpt")
     assert train_queue.resumable(slim) == "it holds weights only (no optimizer or loop state)"
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")

@@ -8,12 +8,15 @@ import json
 import pytest
 import torch
 
+from emo.cli import compose
 from emo.data import FER2013DataModule
 from emo.data.batch_augment import BatchAugment, BatchMix
+from emo.data.transforms import resolve_augment
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import load_checkpoint, load_ensemble, read_checkpoint
+from emo.models.module import load_checkpoint, load_ensemble, read_checkpoint
 from emo.optim import warmup_cosine
+from emo.report.metrics import best_checkpoint
 from emo.train import train
 
 
@@ -45,13 +48,12 @@ def test_batch_augment_draws_per_image_parameters():
 )
 def test_presets_without_camera_steps_augment_and_draw_as_before_them(preset, following, total):
     """Camera steps that are off draw no random numbers: the same batches for the same seed."""
-    from emo.data.transforms import resolve_augment
-
+    flags = resolve_augment(compose([f"augment={preset}"]).data.augment)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = torch.rand(256, 1, 48, 48)
         torch.manual_seed(123)
-        y = BatchAugment(**resolve_augment(preset))(x)
+        y = BatchAugment(**flags)(x)
         after = torch.rand(4)  # the generator's next draws: the same count of draws was consumed
     torch.testing.assert_close(after, torch.tensor(following), atol=1e-7, rtol=0)
     assert y.double().sum().item() == pytest.approx(total, rel=1e-6)
@@ -88,14 +90,19 @@ def test_batch_mix_gives_soft_targets_that_sum_to_one():
 
 
 def test_device_augment_loader_yields_uint8_then_normalised_augmented_batches(fer_dir):
-    dm = FER2013DataModule(data_dir=str(fer_dir), augment="strong", device_augment=True, batch_size=16)
+    dm = FER2013DataModule(
+        data_dir=str(fer_dir),
+        augment=compose(["augment=strong"]).data.augment,
+        device_augment=True,
+        batch_size=16,
+    )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.dtype == torch.uint8 and x.shape == (16, 1, 48, 48) and y.shape == (16,)
     xv, _ = next(iter(dm.val_dataloader()))
     assert xv.dtype == torch.float32  # evaluation batches are normalised once, up front
     xn, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer: evaluation semantics
-    ref = (x.float() / 255 - dm.preprocess["mean"]) / dm.preprocess["std"]
+    ref = (x.float() / 255 - dm.preprocess.mean) / dm.preprocess.std
     torch.testing.assert_close(xn, ref)
 
 
@@ -123,12 +130,12 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
         out_dir=out,
     )
     metrics = train(cfg)
-    ckpt = read_checkpoint(next((out / "checkpoints").glob("best*.ckpt")))
+    ckpt = read_checkpoint(best_checkpoint(out))
     # the checkpoint's weights are the average; the raw ones ride along for resuming
     raw, avg = ckpt["current_model_state"], ckpt["state_dict"]
     assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net."))
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["accuracy"] == pytest.approx(metrics["test/accuracy"])
+    assert saved["accuracy"] == pytest.approx(metrics["test/acc"])
     # train tested the averaged weights: evaluate (which reads state_dict) agrees exactly
     ev = evaluate(
         make_cfg(f"ckpt_path={saved['checkpoint']}", config_name="evaluate", out_dir=tmp_path / "e")
@@ -137,17 +144,17 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, fer_dir):
-    """Two briefly trained cnn3 checkpoints (different seeds)."""
-    from tests.conftest import compose_cfg
+def two_runs(tmp_path_factory, fer_dir, trained_run):
+    """Two briefly trained cnn3 checkpoints (different seeds: the shared run's 42, and 2)."""
+    from tests.helpers import compose_cfg
 
     root = tmp_path_factory.mktemp("runs")
-    paths = []
-    for seed in (1, 2):
+    paths = [json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]]
+    for seed in (2,):
         out = root / f"s{seed}"
         overrides = ["trainer.max_epochs=2", "logger={}", "test=false", f"seed={seed}"]
         train(compose_cfg(overrides, out, fer_dir))
-        paths.append(str(next((out / "checkpoints").glob("best*.ckpt"))))
+        paths.append(str(best_checkpoint(out)))
     return paths
 
 

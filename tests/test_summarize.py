@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from emo.errors import EmoError
-from emo.summarize import collect_jobs, group_jobs, summarize_multirun
+from emo.report.summarize import collect_jobs, group_jobs, main, summarize_multirun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,17 +91,13 @@ def test_single_jobs_and_missing_val_score(tmp_path, capsys):
         (lambda p: p, "no metrics.json under"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, make, expected):
-    proc = subprocess.run(
-        [sys.executable, "-m", "emo.summarize", str(make(tmp_path))],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: ") and expected in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_cli_errors_are_one_line(tmp_path, capsys, make, expected):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(make(tmp_path))])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in err
+    assert err.startswith("error: ") and expected in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_bad_json_is_an_emo_error(tmp_path):

@@ -1,53 +1,31 @@
 """Sweeps and scaling out through Hydra's plugins and Lightning's strategies, on synthetic data.
 
-Each test runs ``python -m emo.train`` in a subprocess, as a user would, with ``debug=fdr``.
+The launches run ``python -m emo.train`` in a subprocess, as a user would, with ``debug=fdr``:
+slow tests (tens of seconds each); the configs and one-line errors are checked in-process.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from subprocess import PIPE
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-import emo.utils
+import emo.cli
+from emo.cli import check_group_choices, check_plugins
 from emo.errors import EmoError
 from emo.paths import CONF_DIR
-from emo.summarize import summarize_multirun
-from emo.utils import check_group_choices, check_plugins
+from emo.report.summarize import summarize_multirun
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-
-
-def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python ARGS`` in its own process group, killed whole (launcher workers, DDP ranks) on timeout.
-
-    The timeout is generous: these take 10-25 s on an idle machine, many times that on a busy one.
-    """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    cmd = [sys.executable, *args]
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, text=True, stdout=PIPE, stderr=PIPE, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def fdr_args(fer_dir: Path) -> list[str]:
@@ -66,6 +44,7 @@ def hydra_cfg(*overrides: str):
     return cfg
 
 
+@pytest.mark.slow
 def test_seed_sweep_with_joblib_launcher_then_summarize(tmp_path, fer_dir, capsys):
     sweep = tmp_path / "sweep"
     proc = run_cli(
@@ -84,6 +63,7 @@ def test_seed_sweep_with_joblib_launcher_then_summarize(tmp_path, fer_dir, capsy
     assert "± " in capsys.readouterr().out and (sweep / "summary.png").is_file()
 
 
+@pytest.mark.slow
 def test_optuna_search_two_trials(tmp_path, fer_dir):
     sweep = tmp_path / "search"
     proc = run_cli(
@@ -113,6 +93,7 @@ def test_optuna_search_two_trials(tmp_path, fer_dir):
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher(tmp_path, fer_dir):
     sweep = tmp_path / "sweep"
     proc = run_cli(
@@ -125,6 +106,7 @@ def test_submitit_local_launcher(tmp_path, fer_dir):
     assert any((sweep / ".submitit").rglob("*_result.pkl"))  # submitit ran the jobs
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_two_processes(tmp_path, fer_dir):
     run = tmp_path / "ddp"
     proc = run_cli(
@@ -155,7 +137,7 @@ def test_unknown_search_and_missing_plugins_are_emo_errors(monkeypatch):
         check_group_choices(["hparams_search=grid"], CONF_DIR)
     check_group_choices(["hparams_search=optuna", "trainer=ddp", "hydra/launcher=joblib"], CONF_DIR)
     check_plugins(["hparams_search=optuna", "hydra/launcher=slurm"])  # installed here
-    monkeypatch.setattr(emo.utils, "_importable", lambda module: False)
+    monkeypatch.setattr(emo.cli, "_importable", lambda module: False)
     with pytest.raises(
         EmoError, match=r"hydra/launcher=joblib needs a Hydra plugin: pip install 'emo\[sweeps\]'"
     ):

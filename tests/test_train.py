@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from emo.cli import compose
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
+from emo.report.metrics import best_checkpoint
 from emo.train import train
+from tests.helpers import run_cli, run_entry_point
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"accuracy", "macro_f1", "per_class", "n", "split", "tta", "checkpoint"}
-
-
-def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg, tmp_path):
     metrics = train(make_cfg("debug=fdr"))
-    assert "train/loss" in metrics and "test/accuracy" in metrics
+    assert "train/loss" in metrics and "test/acc" in metrics
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert METRIC_KEYS <= saved.keys()
     assert saved["split"] == "test" and saved["tta"] == "none"
@@ -37,9 +29,8 @@ def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg, tmp_path):
     assert saved["n"] == sum(m["support"] for m in saved["per_class"].values()) > 0
 
 
-def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
-    run = tmp_path / "run"
-    metrics = train(make_cfg("trainer.max_epochs=2", "data.batch_size=32", out_dir=run))
+def test_train_then_evaluate_end_to_end(trained_run, make_cfg, tmp_path):
+    run, metrics = trained_run
     ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
     assert {"last.ckpt"} < {c.name for c in ckpts}, ckpts
     best = next(c for c in ckpts if c.name.startswith("best"))
@@ -48,7 +39,7 @@ def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
 
     # the checkpoint alone rebuilds the classifier: classes and preprocessing inside
     model = load_checkpoint(best)
-    assert model.class_names[0] == "angry" and model.preprocess["image_size"] == 48
+    assert model.class_names[0] == "angry" and model.preprocess.image_size == 48
     assert not model.training
 
     report = tmp_path / "report"
@@ -67,22 +58,45 @@ def test_train_then_evaluate_end_to_end(make_cfg, tmp_path):
     assert saved["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
     assert saved["macro_f1"] == pytest.approx(trained["macro_f1"], abs=1e-6)
     assert "macro avg" in (report / "classification_report.txt").read_text()
-    assert summary["accuracy"] == saved["accuracy"] == metrics["test/accuracy"]
+    assert summary["accuracy"] == saved["accuracy"] == trained["accuracy"]  # exactly: the same counts
+    assert metrics["test/acc"] == pytest.approx(saved["accuracy"])  # logged in float32
+
+
+def test_monitor_val_f1_chooses_the_checkpoint_and_tracks_the_best(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(make_cfg("monitor=val/f1", "trainer.max_epochs=2", "logger={}", out_dir=run))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert list(saved["best"]) == ["val/f1"]
+    assert saved["best"]["val/f1"] == pytest.approx(metrics["val/f1_best"])
+    assert "val/acc_best" not in metrics  # what tracks "best" follows the monitor
+    ckpt = torch.load(saved["checkpoint"], weights_only=True)
+    chosen = [s for k, s in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/f1'")]
+    assert chosen and chosen[0]["best_model_score"] == pytest.approx(saved["best"]["val/f1"])
+
+
+def test_the_monitored_checkpoint_is_found_by_what_it_monitors():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from emo.train import monitored_checkpoint
+
+    last, best = ModelCheckpoint(monitor=None), ModelCheckpoint(monitor="val/f1", mode="max")
+    trainer = type("T", (), {"checkpoint_callbacks": [last, best]})()
+    assert monitored_checkpoint(trainer, "val/f1") is best
+    assert monitored_checkpoint(trainer, "val/acc") is None
 
 
 def test_five_class_model_trains_and_evaluates(make_cfg, tmp_path):
     keep = "data.classes=[angry,happy,sad,surprise,neutral]"
     train(make_cfg("trainer.max_epochs=1", keep, out_dir=tmp_path / "run"))
-    best = next((tmp_path / "run" / "checkpoints").glob("best*.ckpt"))
+    best = best_checkpoint(tmp_path / "run")
     # evaluate's config says nothing about classes: they come from the checkpoint
     saved = evaluate(make_cfg(f"ckpt_path={best}", config_name="evaluate", out_dir=tmp_path / "ev"))
     assert list(saved["per_class"]) == ["angry", "happy", "sad", "surprise", "neutral"]
     assert saved["n"] == 5 * 4
 
 
-def test_tta_modes_are_mirror_invariant_and_reported(make_cfg, tmp_path):
-    train(make_cfg("trainer.max_epochs=1", "logger={}", out_dir=tmp_path / "run"))
-    best = next((tmp_path / "run" / "checkpoints").glob("best*.ckpt"))
+def test_tta_modes_are_mirror_invariant_and_reported(trained_run, make_cfg, tmp_path):
+    best = json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]
     model = load_checkpoint(best)
     x = torch.randn(5, 1, 48, 48)
     flip = model.predict_proba(x, "flip")
@@ -101,9 +115,8 @@ def test_tta_modes_are_mirror_invariant_and_reported(make_cfg, tmp_path):
         evaluate(make_cfg(f"ckpt_path={best}", "tta=fivecrop", config_name="evaluate"))
 
 
-def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):
-    train(make_cfg("trainer.max_epochs=1", "test=false", "logger={}", out_dir=tmp_path / "a"))
-    src = next((tmp_path / "a" / "checkpoints").glob("best*.ckpt"))
+def test_init_from_fine_tunes_from_weights(trained_run, make_cfg, tmp_path):
+    src = json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]
     model = EmoModule()
     model.init_weights_from(src)
     torch.testing.assert_close(model.net.state_dict(), load_checkpoint(src).net.state_dict())
@@ -117,7 +130,7 @@ def test_init_from_fine_tunes_from_weights(make_cfg, tmp_path):
     with pytest.raises(EmoError, match="this run trains vgg_s"):
         EmoModule(arch="vgg_s").init_weights_from(src)
     metrics = train(make_cfg("debug=fdr", f"init_from={src}", out_dir=tmp_path / "b"))
-    assert "test/accuracy" in metrics
+    assert "test/acc" in metrics
 
 
 def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
@@ -136,28 +149,33 @@ def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-m", "emo.train", "data.data_dir=nowhere"], "FER-2013 not found in"),
-        (["-m", "emo.train", "data.augment=medium"], "unknown augmentation preset 'medium'"),
-        (["-m", "emo.train", "model.arch=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
-        (["-m", "emo.train", "model=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
-        (
-            ["-m", "emo.train", "augment=medium"],
-            "unknown augment 'medium': choose one of light, none, strong",
-        ),
-        (["-m", "emo.train", "-m", "optimizer=adam,lion"], "unknown optimizer 'lion': choose one of adam"),
-        (["-m", "emo.evaluate", "ckpt_path=missing.ckpt"], "checkpoint missing.ckpt not found"),
+        (["train", "data.data_dir=nowhere"], "FER-2013 not found in"),
+        (["train", "data.augment=medium"], "unknown augment 'medium': choose one of camera, light, none"),
+        (["train", "model.arch=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
+        (["train", "model=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
+        (["train", "augment=medium"], "unknown augment 'medium': choose one of camera, light, none, strong"),
+        (["train", "-m", "optimizer=adam,lion"], "unknown optimizer 'lion': choose one of adam"),
+        (["evaluate", "ckpt_path=missing.ckpt"], "checkpoint missing.ckpt not found"),
     ],
 )
-def test_cli_errors_are_one_line_without_traceback(tmp_path, fer_dir, args, expected):
+def test_cli_errors_are_one_line_without_traceback(tmp_path, fer_dir, monkeypatch, capsys, args, expected):
+    """The entry points in-process (test_cli_train_and_multirun launches the real commands)."""
+    import emo.evaluate
+    import emo.train
+
+    door, *args = args
     if "nowhere" not in args[-1]:
         args = [*args, f"data.data_dir={fer_dir}"]
-    proc = run_cli(*args, f"hydra.run.dir={tmp_path}/out", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    cli = {"train": emo.train.cli, "evaluate": emo.evaluate.cli}[door]
+    code, err = run_entry_point(cli, [*args, f"hydra.run.dir={tmp_path}/out"], monkeypatch, capsys)
+    assert code == 1
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], err[-2000:]
 
 
+@pytest.mark.slow  # three launches of python -m emo.train
 def test_cli_train_and_multirun(tmp_path, fer_dir):
     common = [f"data.data_dir={fer_dir}", "debug=fdr", "callbacks.progress_bar=null"]
     proc = run_cli("-m", "emo.train", "model=cnn3", "data.augment=strong", *common, cwd=tmp_path)
@@ -165,7 +183,8 @@ def test_cli_train_and_multirun(tmp_path, fer_dir):
     runs = list((tmp_path / "outputs" / "train" / "runs").glob("*"))
     assert len(runs) == 1
     assert (runs[0] / "metrics.json").is_file()
-    assert "augment: strong" in (runs[0] / ".hydra" / "config.yaml").read_text()
+    saved = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
+    assert saved.data.augment == compose(["augment=strong"]).data.augment  # as typed: the group's preset
 
     proc = run_cli("-m", "emo.train", "-m", "optimizer.lr=1e-3,3e-4", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from emo import weights
 from emo.data import FER2013_CLASSES
+from emo.data.transforms import Preprocess
 from emo.errors import EmoError
-from emo.module import load_checkpoint
+from emo.models.module import load_checkpoint
 from emo.train import train
 
 
-def test_pack_keeps_what_inference_needs(make_cfg, tmp_path):
-    run = tmp_path / "run"
-    train(make_cfg("trainer.max_epochs=1", "logger={}", out_dir=run))
-    best = next((run / "checkpoints").glob("best*.ckpt"))
+def test_pack_keeps_what_inference_needs(trained_run, tmp_path):
+    run = trained_run[0]
+    best = Path(json.loads((run / "metrics.json").read_text())["checkpoint"])
     metrics = json.loads((run / "metrics.json").read_text())
     packed = weights.pack(best, tmp_path / "w" / "tiny.ckpt", metrics)
     assert packed.stat().st_size < 0.6 * best.stat().st_size  # optimizer state dropped
@@ -29,10 +30,8 @@ def test_pack_keeps_what_inference_needs(make_cfg, tmp_path):
     assert torch.load(packed, weights_only=True)["emo_metrics"]["accuracy"] == metrics["accuracy"]
 
 
-def test_fp16_packing_halves_the_file_and_keeps_predictions(make_cfg, tmp_path):
-    run = tmp_path / "run"
-    train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", out_dir=run))
-    best = next((run / "checkpoints").glob("best*.ckpt"))
+def test_fp16_packing_halves_the_file_and_keeps_predictions(trained_run, tmp_path):
+    best = Path(json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"])
     full = weights.pack(best, tmp_path / "full.ckpt")
     half = weights.pack(best, tmp_path / "half.ckpt", fp16=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
@@ -40,6 +39,43 @@ def test_fp16_packing_halves_the_file_and_keeps_predictions(make_cfg, tmp_path):
     assert next(b.parameters()).dtype == torch.float32  # cast back on load
     x = torch.randn(8, 1, 48, 48)
     torch.testing.assert_close(a.predict_proba(x), b.predict_proba(x), atol=2e-3, rtol=0)
+
+
+COMMITTED = sorted(
+    [*weights.WEIGHTS_DIR.glob("*.ckpt"), *(weights.WEIGHTS_DIR.parents[1] / "runs").glob("*/*.ckpt")]
+)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_checkpoint_loads(path):
+    """Bundled (fp16 too), queue-packed and resumable checkpoints, all written before
+    save_hyperparameters and the Preprocess dataclass (their preprocess has ``grayscale``)."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    model = load_checkpoint(path)
+    assert model.class_names == raw["hyper_parameters"]["class_names"] and not model.training
+    assert model.preprocess == Preprocess.of(raw["hyper_parameters"]["preprocess"])
+    assert next(model.parameters()).dtype == torch.float32
+    assert model.predict_proba(torch.zeros(2, 1, 48, 48)).shape == (2, len(model.class_names))
+
+
+def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path):
+    train(
+        make_cfg(
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "test=false",
+            "logger={}",
+            out_dir=tmp_path,
+        )
+    )
+    hp = load_checkpoint(next((tmp_path / "checkpoints").glob("last.ckpt"))).hparams
+    assert hp.preprocess == {"image_size": 48, "mean": 0.5077, "std": 0.255}  # no unread keys
+    assert {"optimizer", "scheduler"}.isdisjoint(hp) and hp.net_kwargs == {
+        "conv_dropout": 0.1,
+        "dropout": 0.3,
+    }
+    with pytest.raises(EmoError, match="unknown keys \\['size'\\]"):
+        Preprocess.of({"size": 48})
 
 
 def test_without_an_index_default_and_leaderboard_are_the_most_accurate(tmp_path, monkeypatch):
@@ -110,7 +146,7 @@ def test_bundled_weights_load_and_predict(name):
 @pytest.mark.parametrize("name", weights.available())
 def test_bundled_weights_reproduce_their_recorded_privatetest_accuracy(name, make_cfg, tmp_path):
     from emo.evaluate import evaluate
-    from tests.conftest import compose_cfg, real_data_or_skip
+    from tests.helpers import compose_cfg, real_data_or_skip
 
     data_dir = real_data_or_skip()
     recorded = weights.metrics(name)

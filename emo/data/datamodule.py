@@ -37,7 +37,13 @@ from emo.data.ferplus import (
     people_labels,
 )
 from emo.data.soft_targets import fingerprint
-from emo.data.transforms import build_augment, normalize_faces, preprocess_faces, resolve_augment
+from emo.data.transforms import (
+    Preprocess,
+    build_augment,
+    normalize_faces,
+    preprocess_faces,
+    resolve_augment,
+)
 from emo.errors import EmoError
 
 log = logging.getLogger(__name__)
@@ -55,13 +61,13 @@ class FaceDataset(Dataset):
         self,
         images: np.ndarray,
         labels: np.ndarray,
-        preprocess: Mapping,
+        preprocess: Preprocess,
         augment=None,
         targets: torch.Tensor | None = None,
         extras: Sequence[torch.Tensor] = (),
     ):
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
-        self.preprocess, self.augment = dict(preprocess), augment
+        self.preprocess, self.augment = Preprocess.of(preprocess), augment
         self.targets, self.extras = (self.labels if targets is None else targets), list(extras)
 
     def __len__(self) -> int:
@@ -131,7 +137,8 @@ class FER2013DataModule(L.LightningDataModule):
         data_dir: folder with FER-2013 in any supported layout (see ``emo.data.fer2013``).
         cache_dir: where the decoded array is cached (``None``: ``$EMO_CACHE_DIR`` or ~/.cache/emo).
         classes: class names to keep, in the order of the new labels; ``None`` keeps all seven.
-        augment: preset name (``none``/``light``/``strong``) or its dict of flags.
+        augment: the flags of an augmentation preset (``AugmentFlags``' fields; Hydra's augment
+            group fills them from ``conf/augment``); ``None``: no augmentation.
         device_augment: augment whole batches on the training device (``BatchAugment``; data
             resident on the GPU when there is one) instead of per image in DataLoader workers.
         batch_size: images per batch.
@@ -158,7 +165,7 @@ class FER2013DataModule(L.LightningDataModule):
         data_dir: str = "data/fer2013",
         cache_dir: str | None = None,
         classes: Sequence[str] | None = None,
-        augment: str | Mapping[str, Any] | None = "light",
+        augment: Mapping[str, Any] | None = None,
         device_augment: bool = False,
         batch_size: int = 64,
         num_workers: int = 2,
@@ -201,7 +208,7 @@ class FER2013DataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.on_bad_row, self.val_fraction, self.split_seed = on_bad_row, val_fraction, split_seed
         #: Everything inference needs to turn a face crop into network input; saved in checkpoints.
-        self.preprocess = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": mean, "std": std}
+        self.preprocess = Preprocess(IMAGE_SIZE, float(mean), float(std))
         self.ferplus_file, self.ferplus_mix = ferplus_file, float(ferplus_mix)
         if not 0.0 <= self.ferplus_mix <= 1.0:
             raise EmoError(f"data.ferplus_mix={ferplus_mix} is not valid: give a weight between 0 and 1")

@@ -1,49 +1,50 @@
 """Preprocessing shared by training, evaluation and inference, and the augmentation presets.
 
 ``preprocess_faces`` is the one eval transform: validation, test, ``evaluate`` and real-time
-inference all call it with the ``preprocess`` dict stored in the checkpoint, so training and
+inference all call it with the :class:`Preprocess` stored in the checkpoint, so training and
 serving cannot drift apart.
 
-Augmentation presets live in ``conf/augment/*.yaml`` (flags below); ``build_augment`` turns one
-into an albumentations pipeline, adding a step only when its flag is on (torchvision-presets
-style). A preset may be given by name (``data.augment=strong``) or as its dict of flags.
+Augmentation presets live in ``conf/augment/*.yaml`` (the flags of :class:`AugmentFlags`), chosen
+by Hydra's augment group; ``build_augment`` turns one into an albumentations pipeline, adding a
+step only when its flag is on (torchvision-presets style).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from emo.data.fer2013 import FER2013_MEAN, FER2013_STD, IMAGE_SIZE
 from emo.errors import EmoError
-from emo.paths import CONF_DIR
-
-AUGMENT_DIR = CONF_DIR / "augment"
 
 
-def augment_presets() -> list[str]:
-    return sorted(p.stem for p in AUGMENT_DIR.glob("*.yaml"))
+def resolve_augment(spec: AugmentFlags | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The flags of an augmentation preset as a dict (``None``: no augmentation).
 
-
-def resolve_augment(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Return the flags of an augmentation preset given by name or as a mapping."""
+    Presets are chosen by name only through Hydra's augment group (``conf/augment/*.yaml``:
+    ``augment=strong``, or ``data.augment=strong`` on the command line), which hands the
+    DataModule their flags.
+    """
     if spec is None:
-        spec = "none"
+        return {"name": "none"}
     if isinstance(spec, str):
-        path = AUGMENT_DIR / f"{spec}.yaml"
-        if not path.is_file():
-            raise EmoError(
-                f"unknown augmentation preset {spec!r}: choose one of {', '.join(augment_presets())}"
-            )
-        spec = OmegaConf.load(path)
-    if isinstance(spec, DictConfig):
-        spec = OmegaConf.to_container(spec, resolve=True)
-    return dict(spec)
+        raise EmoError(
+            f"augment={spec!r}: a preset is chosen by name with Hydra's augment group (augment={spec} "
+            "or data.augment=" + spec + " on the command line); from Python give its flags "
+            "(emo.cli.compose([...]).data.augment, or a dict of AugmentFlags' fields)"
+        )
+    if isinstance(spec, AugmentFlags):
+        return asdict(spec)
+    flags = {str(k): v for k, v in spec.items()}
+    unknown = sorted(set(flags) - {f.name for f in fields(AugmentFlags)})
+    if unknown:
+        raise EmoError(f"data.augment has unknown flags {unknown}: see conf/augment/strong.yaml")
+    return flags
 
 
 # Ranges of the camera steps, for a 48x48 face cut from a webcam or video frame by a detector
@@ -191,22 +192,59 @@ def build_augment(**flags: Any) -> Any:
     return A.Compose(steps) if steps else None
 
 
-def preprocess_faces(faces: np.ndarray, preprocess: Mapping[str, Any]) -> torch.Tensor:
-    """Grey face crops (N, H, W) or (H, W), uint8, any size -> normalised (N, 1, S, S) float.
+@dataclass(frozen=True)
+class Preprocess:
+    """How a grey face crop becomes network input. Every checkpoint stores it (as a dict, under
+    ``hyper_parameters.preprocess``) and every exported ONNX model (``emo_preprocess``).
 
-    ``preprocess`` is the dict stored in every checkpoint: ``image_size``, ``mean``, ``std``
-    (on the 0..1 scale).
+    Attributes:
+        image_size: side, in pixels, the crop is resized to.
+        mean: mean grey level of the training set on the 0..1 scale (subtracted).
+        std: its standard deviation (divided by).
     """
+
+    image_size: int = IMAGE_SIZE
+    mean: float = FER2013_MEAN
+    std: float = FER2013_STD
+
+    @classmethod
+    def of(cls, spec: Preprocess | Mapping[str, Any] | None) -> Preprocess:
+        """From a stored dict (``None``: FER-2013's). Checkpoints written before this class also
+        carry ``grayscale: true``, which every emo net was: it is accepted and dropped.
+
+        Raises:
+            EmoError: a key this class does not know, or colour input.
+        """
+        if spec is None:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        d = dict(spec)
+        if d.pop("grayscale", True) is not True:
+            raise EmoError("preprocess.grayscale=false: emo's networks take grey faces only")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise EmoError(f"preprocess has unknown keys {unknown}: expected image_size, mean, std")
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in d.items()})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for checkpoints (``torch.load(weights_only=True)``) and JSON."""
+        return asdict(self)
+
+
+def preprocess_faces(faces: np.ndarray, preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:
+    """Grey face crops (N, H, W) or (H, W), uint8, any size -> normalised (N, 1, S, S) float."""
     faces = np.asarray(faces)
     if faces.ndim == 2:
         faces = faces[None]
-    size = int(preprocess["image_size"])
+    size = Preprocess.of(preprocess).image_size
     if faces.shape[1:] != (size, size):
         faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
     x = torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
     return normalize_faces(x, preprocess)  # (N, 1, S, S)
 
 
-def normalize_faces(x: torch.Tensor, preprocess: Mapping[str, Any]) -> torch.Tensor:
+def normalize_faces(x: torch.Tensor, preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:
     """(N, 1, S, S) faces on the 0..1 scale -> network input (``preprocess_faces``' last step)."""
-    return (x - float(preprocess["mean"])) / float(preprocess["std"])
+    pre = Preprocess.of(preprocess)
+    return (x - pre.mean) / pre.std

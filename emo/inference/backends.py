@@ -4,14 +4,15 @@ which model file a name, path or run directory means."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emo import weights
 from emo.errors import EmoError
-from emo.module import EmoModule, tta_views
+from emo.models.module import EmoModule, tta_views
+from emo.report.metrics import best_checkpoint
 
 INSTALL_HINT = "pip install 'emo[onnx]' (onnx, onnxruntime, onnxscript), or use --backend torch"
 
@@ -79,19 +80,18 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 
 def resolve_checkpoint(spec: str | Path | None = None) -> Path:
     """The model file meant by a bundled name (or ``default``/``leaderboard``), a ``.ckpt``/``.onnx``
-    file or a training run directory (the best checkpoint its ``metrics.json`` names, else the
-    best by the accuracy in the file names); ``None``: the default bundled weights.
+    file or a training run directory (the best checkpoint its ``metrics.json`` names; for a run
+    that has not written one yet, its newest ``best-*.ckpt``); ``None``: the default bundled
+    weights.
 
     Raises:
         EmoError: nothing of that name, or a run directory without a best checkpoint.
     """
-    from emo import weights
-
     if spec is None or str(spec) == "":
         return weights.weights_path(weights.default_name())
     path = Path(spec)
     if path.is_dir():
-        recorded = _recorded_best(path)
+        recorded = best_checkpoint(path)
         if recorded is not None:
             return recorded
         ckpts = list((path / "checkpoints").glob("best*.ckpt")) or list(path.glob("best*.ckpt"))
@@ -99,7 +99,7 @@ def resolve_checkpoint(spec: str | Path | None = None) -> Path:
             raise EmoError(
                 f"no best-*.ckpt in {path} or {path / 'checkpoints'}: give an emo.train run directory"
             )
-        return max(ckpts, key=_accuracy_in_name)
+        return max(ckpts, key=lambda p: p.stat().st_mtime)  # ModelCheckpoint keeps one by default
     if path.is_file():
         return path
     if str(spec) in (*weights.available(), *weights.ALIASES):
@@ -108,23 +108,3 @@ def resolve_checkpoint(spec: str | Path | None = None) -> Path:
         f"model {spec} not found: give a .ckpt or .onnx file, a training run directory "
         f"or a bundled name ({', '.join([*weights.available(), *weights.ALIASES])})"
     )
-
-
-def _recorded_best(run_dir: Path) -> Path | None:
-    """The best checkpoint a run's ``metrics.json`` names, when it is still there."""
-    try:
-        best = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
-    except (OSError, ValueError):
-        return None
-    if not best:
-        return None
-    for candidate in (Path(best), run_dir / "checkpoints" / Path(best).name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _accuracy_in_name(path: Path) -> tuple[float, float]:
-    """``best-epoch012-acc0.6123.ckpt`` -> (0.6123, mtime); files without one sort first."""
-    match = re.search(r"acc(\d+(?:\.\d+)?)", path.stem)
-    return (float(match.group(1)) if match else -1.0, path.stat().st_mtime)

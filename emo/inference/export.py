@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from emo.data.fer2013 import default_cache_dir
+from emo.data.fer2013 import TRAIN, default_cache_dir, load_fer2013
+from emo.data.transforms import preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
 from emo.inference.backends import INSTALL_HINT, OnnxBackend, resolve_checkpoint
-from emo.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, load_checkpoint
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "faces", "probs"
@@ -59,7 +60,7 @@ def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
         import onnxscript  # noqa: F401
     except ImportError:
         raise EmoError(f"ONNX export needs onnx and onnxscript: {INSTALL_HINT}") from None
-    size = int(module.preprocess["image_size"])
+    size = int(module.preprocess.image_size)
     wrapper = Probabilities(module.net).eval()
     example = torch.zeros(2, 1, size, size)
     quiet = io.StringIO()
@@ -78,7 +79,7 @@ def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
     proto = program.model_proto
     meta = {
         "emo_class_names": json.dumps(module.class_names),
-        "emo_preprocess": json.dumps(module.preprocess),
+        "emo_preprocess": json.dumps(module.preprocess.as_dict()),
         "emo_arch": str(module.hparams.arch),
     }
     for key, value in meta.items():
@@ -139,10 +140,6 @@ def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> byt
 
 def calibration_faces(module: EmoModule, data_dir: str | Path, n: int = 512, seed: int = 0) -> np.ndarray:
     """``n`` normalised Training faces (N, 1, S, S) of FER-2013 in ``data_dir``, for ``quantize_int8``."""
-    from emo.data import load_fer2013
-    from emo.data.fer2013 import TRAIN
-    from emo.data.transforms import preprocess_faces
-
     data = load_fer2013(data_dir)
     train = np.flatnonzero(np.asarray(data.split) == TRAIN)
     idx = np.random.default_rng(seed).choice(train, min(n, len(train)), replace=False)
@@ -174,7 +171,7 @@ def cached_onnx(ckpt: str | Path, module: EmoModule) -> bytes | Path:
 
 def parity(module: EmoModule, model: bytes | str | Path, n: int = 16, seed: int = 0) -> float:
     """Max absolute difference between torch's and onnxruntime's probabilities on random faces."""
-    size = int(module.preprocess["image_size"])
+    size = int(module.preprocess.image_size)
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         ref = module.predict_proba(x).numpy()

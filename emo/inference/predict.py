@@ -33,7 +33,7 @@ from emo.inference.images import IMAGE_SUFFIXES, to_bgr
 from emo.inference.recognizer import EmotionRecognizer, Face
 from emo.inference.report import VideoReport
 from emo.inference.video import Smoother, open_source, open_writer
-from emo.module import TTA_MODES
+from emo.models.module import TTA_MODES
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 #: Images decoded and classified together (one forward pass for all their faces).

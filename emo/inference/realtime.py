@@ -34,7 +34,7 @@ from emo.inference.backends import BACKENDS, resolve_checkpoint
 from emo.inference.draw import annotate
 from emo.inference.recognizer import EmotionRecognizer, Face
 from emo.inference.video import CsvLog, FaceTracker, Smoother, open_source, open_writer
-from emo.module import TTA_MODES
+from emo.models.module import TTA_MODES
 
 log = logging.getLogger(__name__)
 #: Detection settings for video, per detector. The cascade's cost is set by the smallest face it

@@ -22,12 +22,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from emo.data.transforms import preprocess_faces
+from emo import weights
+from emo.data.transforms import Preprocess, preprocess_faces
 from emo.errors import EmoError
 from emo.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_metadata
 from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
 from emo.inference.images import to_grey
-from emo.module import check_tta, load_checkpoint, tta_views
+from emo.models.module import check_tta, load_checkpoint, tta_views
 from emo.paths import WEIGHTS_DIR
 
 #: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
@@ -73,11 +74,15 @@ class EmotionRecognizer:
         self,
         backend: TorchBackend | OnnxBackend,
         class_names: Sequence[str],
-        preprocess: dict,
+        preprocess: Preprocess | dict,
         detector: str | HaarDetector | YuNetDetector = "yunet",
         source: str = "",
     ):
-        self.backend, self.class_names, self.preprocess = backend, list(class_names), dict(preprocess)
+        self.backend, self.class_names, self.preprocess = (
+            backend,
+            list(class_names),
+            Preprocess.of(preprocess),
+        )
         self.detector = make_detector(detector)
         self.source = source
 
@@ -88,8 +93,6 @@ class EmotionRecognizer:
     @staticmethod
     def available() -> list[str]:
         """Names of the bundled weights (``from_pretrained(name)``)."""
-        from emo import weights
-
         return weights.available()
 
     @classmethod
@@ -102,8 +105,6 @@ class EmotionRecognizer:
             backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
         """
-        from emo import weights
-
         name = weights.resolve_name(name or "default")
         return cls.from_checkpoint(weights.weights_path(name), backend=backend, _source=name, **kwargs)
 
@@ -168,7 +169,7 @@ class EmotionRecognizer:
     # ------------------------------------------------------------------------- inference
     def face_input(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Grey crops of any sizes -> network input (N, 1, S, S), through ``preprocess_faces``."""
-        size = int(self.preprocess["image_size"])
+        size = int(self.preprocess.image_size)
         if not len(crops):
             return torch.zeros(0, 1, size, size)
         return torch.cat([preprocess_faces(c, self.preprocess) for c in crops])
@@ -178,7 +179,7 @@ class EmotionRecognizer:
         inputs at a time, so memory stays bounded however many crops there are."""
         check_tta(tta)
         out = np.zeros((len(crops), len(self.class_names)), dtype=np.float32)
-        size = int(self.preprocess["image_size"])
+        size = int(self.preprocess.image_size)
         chunk = max(1, CHUNK_VIEWS // len(tta_views(torch.zeros(1, 1, size, size), tta)))
         for start in range(0, len(crops), chunk):
             out[start : start + chunk] = self.backend(self.face_input(crops[start : start + chunk]), tta)

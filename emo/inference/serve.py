@@ -45,7 +45,7 @@ from emo.inference.backends import BACKENDS, resolve_checkpoint
 from emo.inference.detect import DETECTORS, make_detector
 from emo.inference.realtime import REALTIME_DETECTOR
 from emo.inference.recognizer import EmotionRecognizer
-from emo.module import TTA_MODES
+from emo.models.module import TTA_MODES
 
 try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
@@ -68,7 +68,7 @@ MAX_PIXELS = 50_000_000
 #: Room for the multipart headers around the file, when the whole body is capped.
 MULTIPART_SLACK = 64 * 1024
 Tta = Literal["none", "flip", "tencrop"]
-assert Tta.__args__ == TTA_MODES  # one list of TTA modes (emo.module)
+assert Tta.__args__ == TTA_MODES  # one list of TTA modes (emo.models.module)
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:

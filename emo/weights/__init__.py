@@ -5,7 +5,7 @@
 
 A packed file keeps only what inference needs (weights, architecture, class names,
 preprocessing) plus where it came from (the training command's metrics), so it is small and
-``emo.module.load_checkpoint`` reads it like any training checkpoint.
+``emo.models.module.load_checkpoint`` reads it like any training checkpoint.
 """
 
 from __future__ import annotations
@@ -105,10 +105,11 @@ def pack(src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bo
         fp16: store floating-point weights in half precision (half the size; loading casts them
             back to float32, and predictions move by ~1e-3 in probability at most).
     """
-    from emo.module import module_from_checkpoint, read_checkpoint
+    # Here, not at the top: naming and finding weights (every inference start-up) needs no Lightning.
+    from emo.models.module import load_checkpoint, read_checkpoint
 
+    load_checkpoint(src)  # the weights must fit the architecture they claim
     ckpt = read_checkpoint(src)
-    module_from_checkpoint(ckpt, src)  # the weights must fit the architecture they claim
     state = ckpt["state_dict"]
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}

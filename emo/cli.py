@@ -1,9 +1,9 @@
-"""Small helpers shared by the entry points."""
+"""Command-line plumbing shared by the entry points: Hydra instantiation and option checks, the
+trainer's precision."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -12,10 +12,11 @@ from typing import Any
 
 import hydra.utils
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.table import Table
 
 from emo.errors import EmoError, exit_on_emo_error
 from emo.paths import CONF_DIR
@@ -68,27 +69,36 @@ def resolve_precision(precision: Any) -> Any:
     return chosen
 
 
-def write_json(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group (``_``-prefixed files are shared parts, not options)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def print_metrics(summary: dict, title: str) -> None:
-    """Per-class precision/recall/F1 and the overall accuracy and macro-F1 as a table."""
-    table = Table(title=title, title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in summary["per_class"].items():
-        table.add_row(
-            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
-        )
-    n = sum(m["support"] for m in summary["per_class"].values())
-    table.add_section()
-    table.add_row("accuracy", "", "", f"{summary['accuracy']:.4f}", str(n), style="bold")
-    table.add_row("macro F1", "", "", f"{summary['macro_f1']:.4f}", str(n), style="bold")
-    Console().print(table)
+#: ``key=NAME`` overrides that choose a config group's option by another name.
+GROUP_ALIASES = {"data.augment": "augment"}
+
+
+def group_overrides(argv: list[str]) -> list[str]:
+    """``data.augment=strong`` as ``augment=strong``: the augment group, and nothing else, turns a
+    preset's name into its flags. Other arguments are returned as they are."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in GROUP_ALIASES and value and value[0] not in "{[":
+            arg = f"{GROUP_ALIASES[key]}={value}"
+        out.append(arg)
+    return out
+
+
+def compose(overrides: list[str] = (), config_name: str = "train") -> DictConfig:
+    """``conf/<config_name>.yaml`` composed as the command line would (outside ``@hydra.main``:
+    ``paths.output_dir``, which Hydra's run sets, is left to the caller)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            return hydra_compose(config_name, overrides=group_overrides(list(overrides)))
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:
@@ -102,10 +112,9 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
         key = key.lstrip("+~")
         if not sep or "." in key or key.startswith("hydra") or "(" in value:
             continue  # a value override, Hydra's own groups, or a sweep function like glob(*)
-        group = conf_dir / key
-        if not group.is_dir():
+        if not (conf_dir / key).is_dir():
             continue
-        options = sorted(p.stem for p in group.glob("*.yaml"))
+        options = group_options(key, conf_dir)
         for choice in value.split(","):  # multirun: model=a,b
             if choice not in options and choice != "null":
                 raise EmoError(f"unknown {key} {choice!r}: choose one of {', '.join(options)}")
@@ -143,6 +152,7 @@ def check_plugins(argv: list[str]) -> None:
 @exit_on_emo_error
 def run_hydra_cli(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function after checking its group options from the command line."""
+    sys.argv[1:] = group_overrides(sys.argv[1:])
     check_group_choices(sys.argv[1:], CONF_DIR)
     check_plugins(sys.argv[1:])
     main()

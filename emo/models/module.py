@@ -1,13 +1,13 @@
 """The training system: loss, metrics and optimisation around a network from the registry.
 
-The checkpoint's hyper-parameters are plain data (architecture name, class names, preprocessing),
-so ``load_checkpoint(path)`` (or ``EmoModule.load_from_checkpoint``) rebuilds a working
-classifier without Hydra.
+The checkpoint's hyper-parameters are plain data (``save_hyperparameters``: architecture name,
+class names, preprocessing, ...), so ``load_checkpoint(path)``, which is
+``EmoModule.load_from_checkpoint`` with one-line errors, rebuilds a working classifier without
+Hydra.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,26 +18,32 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2.functional import ten_crop
 
 import emo
-from emo.data.fer2013 import FER2013_CLASSES, FER2013_MEAN, FER2013_STD, IMAGE_SIZE
+from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.soft_targets import load_soft_targets
+from emo.data.transforms import Preprocess
 from emo.errors import EmoError
-from emo.metrics import confusion_figure, summarize
 from emo.models import create_model
+from emo.report.metrics import StageMetrics, confusion_figure
 
 log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip", "tencrop")
 #: Ten-crop TTA: crops of this fraction of the side (44 px of 48), resized back to the input size.
 TENCROP_FRACTION = 11 / 12
-DEFAULT_PREPROCESS = {"image_size": IMAGE_SIZE, "grayscale": True, "mean": FER2013_MEAN, "std": FER2013_STD}
+
+
+def _plain(value: Any) -> Any:
+    """Containers (Hydra's included) as dicts and lists: checkpoints hold plain data only, so
+    ``torch.load(weights_only=True)`` reads them."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_tta(tta: str) -> None:
@@ -51,13 +57,15 @@ class EmoModule(L.LightningModule):
     Args:
         arch: registered network name (``emo.models.list_models()``).
         class_names: output classes in label order; their count sets the head size.
-        preprocess: how a grey face crop becomes network input (``preprocess_faces``).
+        preprocess: how a grey face crop becomes network input (a :class:`Preprocess`, or the
+            dict a checkpoint stores; ``None``: FER-2013's).
         net_kwargs: extra arguments of the network factory (e.g. dropout).
         optimizer: ``params -> Optimizer`` (a Hydra partial); ``None`` for inference.
         scheduler: ``optimizer -> LRScheduler`` (a Hydra partial) or ``None``.
         label_smoothing: cross-entropy label smoothing.
         class_weights: ``None``, ``"balanced"`` (inverse training frequency) or one weight per class.
-        monitor: metric a plateau scheduler watches (the run's ``monitor``).
+        monitor: the run's ``monitor``: what a plateau scheduler watches and what
+            ``<monitor>_best`` tracks (``val/acc``, ``val/f1``, ``val/agree`` or ``val/agree_ok``).
         channels_last: NHWC memory layout (faster convolutions with bf16 on GPUs and recent CPUs).
         compile: ``torch.compile`` the network for training (GPU; the checkpoint is unchanged).
         distill_from: teacher checkpoints (same classes); their averaged softened probabilities
@@ -84,7 +92,7 @@ class EmoModule(L.LightningModule):
         self,
         arch: str = "cnn3",
         class_names: Sequence[str] = FER2013_CLASSES,
-        preprocess: Mapping[str, Any] | None = None,
+        preprocess: Preprocess | Mapping[str, Any] | None = None,
         net_kwargs: Mapping[str, Any] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
@@ -101,35 +109,21 @@ class EmoModule(L.LightningModule):
         labels: str = "fer2013",
     ):
         super().__init__()
+        # Plain data before save_hyperparameters, which saves these arguments as they now are.
         class_names = [str(c) for c in class_names]
-        net_kwargs = dict(net_kwargs or {})
-        preprocess = dict(preprocess or DEFAULT_PREPROCESS)
-        self.save_hyperparameters(
-            {
-                "arch": arch,
-                "class_names": class_names,
-                "preprocess": preprocess,
-                "net_kwargs": net_kwargs,
-                "label_smoothing": label_smoothing,
-                "class_weights": class_weights
-                if isinstance(class_weights, (str, type(None)))
-                else list(class_weights),
-                "channels_last": channels_last,
-                "distill_from": [str(p) for p in distill_from or []],
-                "distill_alpha": distill_alpha,
-                "distill_temperature": distill_temperature,
-                "distill_targets": str(distill_targets) if distill_targets else None,
-                "agree_min_acc": agree_min_acc,
-                "labels": labels,
-            }
-        )
-        self.class_names, self.preprocess, self.labels = class_names, preprocess, labels
+        net_kwargs = _plain(net_kwargs or {})
+        preprocess = Preprocess.of(preprocess).as_dict()
+        class_weights = _plain(class_weights)
+        distill_from = [str(p) for p in distill_from or []]
+        distill_targets = str(distill_targets) if distill_targets else None
+        # The optimizer and scheduler are training code (Hydra partials), not data.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.class_names, self.preprocess, self.labels = class_names, Preprocess.of(preprocess), labels
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
         self.optimizer_factory, self.scheduler_factory, self.monitor = optimizer, scheduler, monitor
         self.channels_last, self.compile_net = channels_last, compile
-        self.distill_from = [str(p) for p in distill_from or []]
+        self.distill_from, self.distill_targets = distill_from, distill_targets
         self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
-        self.distill_targets = str(distill_targets) if distill_targets else None
         if self.distill_from and self.distill_targets:
             raise EmoError(
                 "give model.distill_from (teacher checkpoints) or model.distill_targets (their stored "
@@ -152,25 +146,13 @@ class EmoModule(L.LightningModule):
         c = len(class_names)
         self.train_acc = MulticlassAccuracy(c, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc, self.test_acc = (
-            MulticlassAccuracy(c, average="micro"),
-            MulticlassAccuracy(c, average="micro"),
-        )
-        self.val_f1, self.test_f1 = (
-            MulticlassF1Score(c, average="macro"),
-            MulticlassF1Score(c, average="macro"),
-        )
-        self.val_cm, self.test_cm = MulticlassConfusionMatrix(c), MulticlassConfusionMatrix(c)
-        # Agreement with people: accuracy against the FER+ majority (faces without one: -1).
-        self.val_agree, self.test_agree = (
-            MulticlassAccuracy(c, average="micro", ignore_index=-1),
-            MulticlassAccuracy(c, average="micro", ignore_index=-1),
-        )
-        self.val_acc_best = MaxMetric()
+        # Accuracy, per-class precision/recall/F1, macro-F1, the confusion matrix and agreement
+        # with people: the vocabulary of metrics.json (emo.report.metrics).
+        self.val_metrics, self.test_metrics = StageMetrics(c), StageMetrics(c)
+        #: The best epoch's value of ``monitor``, logged as ``<monitor>_best``.
+        self.monitor_best = MaxMetric()
         #: Test-time augmentation used by ``predict_step`` (``trainer.predict``).
         self.predict_tta = "none"
-        #: Filled at the end of ``trainer.test``: ``emo.metrics.summarize`` of the test set.
-        self.test_summary: dict | None = None
 
     def use_channels_last(self) -> None:
         """Run the network, and convert its input, in NHWC layout from now on."""
@@ -247,13 +229,17 @@ class EmoModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["emo_version"] = emo.__version__
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if not {"arch", "class_names"} <= set(checkpoint.get("hyper_parameters") or {}):
+            raise ValueError("not an emo checkpoint")  # load_checkpoint says so in one line
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
             logits, y, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
         )
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check must not count as a best epoch
+        self.monitor_best.reset()  # the sanity check must not count as a best epoch
         for t in self._teachers:
             t.to(self.device).eval()
 
@@ -289,34 +275,30 @@ class EmoModule(L.LightningModule):
         x, y, *people = batch  # people: FER+ majority labels (B,), when the votes were found
         logits = self(x)
         getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
-        for name in ("acc", "f1", "cm"):
-            getattr(self, f"{stage}_{name}").update(logits, y)
+        getattr(self, f"{stage}_metrics").update(logits, y, people[0] if people else None)
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"), on_epoch=True, prog_bar=stage == "val")
-        if people:
-            getattr(self, f"{stage}_agree").update(logits, people[0])
-            self.log(f"{stage}/agree", getattr(self, f"{stage}_agree"), on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        cm = self.val_cm.compute().cpu().numpy()
-        self.val_cm.reset()
+        values = self.val_metrics.compute("val", self.class_names)
+        cm = self.val_metrics.confusion_matrix()
+        self.val_metrics.reset()
         if self.trainer.sanity_checking:
             return
-        acc = self.val_acc.compute()
-        self.val_acc_best(acc)
-        if self.val_agree.update_count:
-            agree = self.val_agree.compute()
-            ok = agree if acc >= self.hparams.agree_min_acc else agree - 1
-            self.log("val/agree_ok", ok, sync_dist=True)
-        # From metrics already synced over DDP processes: sync_dist averages equal values (and
-        # keeps Lightning from warning that it might not be).
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-        for name, m in summarize(cm, self.class_names)["per_class"].items():
-            self.log(f"val/f1_{name}", m["f1"], sync_dist=True)
+        if "val/agree" in values:
+            acc, agree = values["val/acc"], values["val/agree"]
+            values["val/agree_ok"] = agree if acc >= self.hparams.agree_min_acc else agree - 1
+        # Values already synced over DDP processes: sync_dist averages equal values (and keeps
+        # Lightning from warning that it might not be).
+        shown = [k for k in ("val/acc", "val/f1", "val/agree") if k in values]
+        self.log_dict({k: values[k] for k in shown}, prog_bar=True, sync_dist=True)
+        logged = {f"val/f1_{name}" for name in self.class_names} | {"val/agree_ok"}
+        self.log_dict({k: v for k, v in values.items() if k in logged}, sync_dist=True)
+        if self.monitor in values:
+            self.monitor_best(values[self.monitor])
+            self.log(f"{self.monitor}_best", self.monitor_best.compute(), prog_bar=True, sync_dist=True)
         if isinstance(self.logger, TensorBoardLogger):
             fig = confusion_figure(cm, self.class_names, f"val, epoch {self.current_epoch}")
             self.logger.experiment.add_figure("val/confusion_matrix", fig, self.current_epoch)
@@ -325,12 +307,10 @@ class EmoModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.test_summary = summarize(self.test_cm.compute().cpu().numpy(), self.class_names)
-        self.test_cm.reset()
-        if self.test_agree.update_count:
-            self.test_summary["agreement"] = float(self.test_agree.compute())
-        for name, m in self.test_summary["per_class"].items():
-            self.log(f"test/f1_{name}", m["f1"], sync_dist=True)
+        # Every value metrics.json needs, logged: trainer.test returns them
+        # (emo.report.metrics.summarize turns them into the summary).
+        self.log_dict(self.test_metrics.compute("test", self.class_names), sync_dist=True)
+        self.test_metrics.reset()
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
@@ -398,29 +378,38 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise EmoError(
             f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
         )
+    if not ckpt.get("pytorch-lightning_version"):  # what Lightning's loader reads first
+        raise EmoError(
+            f"{path} is not an emo checkpoint (no Lightning version inside): use one written by emo.train"
+        )
     return ckpt
 
 
-def module_from_checkpoint(ckpt: dict, name: str | Path = "checkpoint") -> EmoModule:
-    """Rebuild a trained :class:`EmoModule` (in eval mode) from ``read_checkpoint``'s result."""
-    hp = ckpt["hyper_parameters"]
-    accepted = inspect.signature(EmoModule.__init__).parameters
-    model = EmoModule(**{k: v for k, v in hp.items() if k in accepted})
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise EmoError(f"{name}: weights do not fit {hp['arch']} ({first})") from None
-    return model.eval()
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
-    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone.
+    """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone:
+    ``EmoModule.load_from_checkpoint``, with a one-line error for a file it cannot use.
+
+    Every emo checkpoint loads: training checkpoints, resumable ``last.ckpt`` files and packed
+    (also fp16) weights, whose weights are cast back to float32. Those written before
+    ``save_hyperparameters`` lack some arguments (their defaults apply) and store
+    ``preprocess.grayscale`` (:meth:`Preprocess.of` drops it).
 
     Raises:
-        EmoError: the file is missing, unreadable, or not an emo checkpoint.
+        EmoError: the file is missing, unreadable, not an emo checkpoint, or its weights do not fit
+            the network it names.
     """
-    return module_from_checkpoint(read_checkpoint(path, map_location), path)
+    path = Path(path)
+    if not path.is_file():
+        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
+    try:
+        model = EmoModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except EmoError:
+        raise
+    except Exception as err:  # torch and Lightning raise many types: say which case this is
+        hp = read_checkpoint(path, map_location)["hyper_parameters"]  # raises for foreign files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise EmoError(f"{path}: weights do not fit {hp['arch']} ({first})") from None
+    return model.eval()
 
 
 class Ensemble(L.LightningModule):

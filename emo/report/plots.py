@@ -1,4 +1,4 @@
-"""Report plots: ROC curves and training curves (confusion matrices are in emo.metrics)."""
+"""Report plots: ROC curves and training curves (confusion matrices are in emo.report.metrics)."""
 
 from __future__ import annotations
 
