@@ -107,6 +107,7 @@ def test_misaligned_votes_are_an_error_only_when_needed(tmp_path, fer_rows):
         FER2013DataModule(data_dir=str(tmp_path / "nowhere"), ferplus_mix=0.3).load_votes(dm.load_arrays())
 
 
+@pytest.mark.slow  # a two-epoch training run (~5 s); the fast suite trains on FER+ majority labels below
 def test_people_run_selects_on_agreement_and_evaluate_reports_it(ferplus_dir, fer_rows, tmp_path):
     out = tmp_path / "people"
     overrides = ["trainer.max_epochs=2", "logger={}", "data.ferplus_mix=0.5", "monitor=val/agree_ok"]
@@ -125,6 +126,7 @@ def teacher(trained_run):
     return str(best_checkpoint(trained_run[0]))
 
 
+@pytest.mark.slow  # trains a student (~3 s); stored targets' format and refusals stay in the fast suite
 def test_stored_targets_match_the_live_teacher_and_train_a_student(teacher, fer_dir, tmp_path):
     targets = tmp_path / "t.pt"
     distill_main([teacher, "--out", str(targets), "--tta", "none", "--data-dir", str(fer_dir)])
@@ -213,7 +215,10 @@ def test_ferplus_protocol_drops_single_votes_unclear_and_unknown_faces():
     assert p[1, FERPLUS_CLASSES.index("surprise")] == 0 and p[1].sum() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("target", ["majority", "probability"])
+@pytest.mark.parametrize(
+    "target",
+    ["majority", pytest.param("probability", marks=pytest.mark.slow)],  # one run each
+)
 def test_ferplus_labels_train_an_eight_class_model_and_evaluate_says_so(
     ferplus_dir, fer_dir, tmp_path, target, teacher
 ):
