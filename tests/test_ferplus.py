@@ -22,7 +22,13 @@ from emo.data.ferplus import (
     people_labels,
     vote_distribution,
 )
-from emo.data.soft_targets import load_soft_targets, save_soft_targets
+from emo.data.soft_targets import (
+    SoftTargetsMismatch,
+    load_soft_targets,
+    read_soft_targets,
+    resolve_soft_targets,
+    save_soft_targets,
+)
 from emo.distill import main as distill_main
 from emo.errors import EmoError
 from emo.evaluate import align_probs, evaluate
@@ -174,6 +180,27 @@ def test_soft_targets_refuse_another_training_set_or_class_list(tmp_path):
     torch.save({"x": 1}, tmp_path / "foreign.pt")
     with pytest.raises(EmoError, match="not an emo soft-target file"):
         load_soft_targets(tmp_path / "foreign.pt", FER2013_CLASSES, "abc", 5)
+
+
+def test_the_package_ships_vgg_s_soft_targets_for_fer2013_by_name(tmp_path):
+    shipped = resolve_soft_targets("vgg_s")
+    assert shipped.parent.name == "targets" and shipped.is_file()
+    data = read_soft_targets(shipped)
+    assert list(data["class_names"]) == list(FER2013_CLASSES) and data["probs"].shape == (28_709, 7)
+    assert resolve_soft_targets(tmp_path / "t.pt") == tmp_path / "t.pt"  # a path stays a path
+    with pytest.raises(EmoError, match="no soft targets named 'vgg_x'.*ships vgg_s"):
+        resolve_soft_targets("vgg_x")
+
+
+def test_cnn3_distils_from_the_shipped_targets_only_where_they_fit(make_cfg, tmp_path, caplog):
+    # model=cnn3 (train.yaml's default) distils from vgg_s's stored targets, which were made for
+    # FER-2013's Training faces: on other data it trains on the labels alone and says so...
+    with caplog.at_level("WARNING"):
+        train(make_cfg("debug=fdr", "test=false", out_dir=tmp_path / "optional"))
+    assert "another training set" in caplog.text and "labels alone" in caplog.text
+    # ...and a run that asks for them strictly stops in one line.
+    with pytest.raises(SoftTargetsMismatch, match="another training set"):
+        train(make_cfg("debug=fdr", "model.distill_optional=false", out_dir=tmp_path / "strict"))
 
 
 def test_batch_mix_mixes_soft_and_extra_targets_with_the_same_weights():

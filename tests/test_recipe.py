@@ -192,7 +192,10 @@ def test_distillation_loss_is_zero_against_itself_and_students_keep_no_teachers(
     torch.testing.assert_close(b._distill_loss(b(x), x), ref)
 
     out = tmp_path / "kd"
-    distil = [f"+model.distill_from=[{two_runs[0]},{two_runs[1]}]", "+model.distill_alpha=0.7"]
+    distil = [f"model.distill_from=[{two_runs[0]},{two_runs[1]}]", "model.distill_alpha=0.7"]
+    with pytest.raises(EmoError, match="not both .*distill_targets is vgg_s: add model.distill_targets=null"):
+        train(make_cfg("debug=fdr", *distil, out_dir=tmp_path / "both"))  # cnn3's stored targets
+    distil.append("model.distill_targets=null")
     train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", *distil, out_dir=out))
     ckpt = read_checkpoint(next((out / "checkpoints").glob("last.ckpt")))
     assert set(ckpt["state_dict"]) == set(read_checkpoint(two_runs[0])["state_dict"])  # student only
@@ -204,7 +207,8 @@ def test_teacher_with_other_classes_is_refused(two_runs, make_cfg, tmp_path):
     cfg = make_cfg(
         "debug=fdr",
         "data.classes=[angry,happy,sad,surprise,neutral]",
-        f"+model.distill_from=[{two_runs[0]}]",
+        f"model.distill_from=[{two_runs[0]}]",
+        "model.distill_targets=null",
         out_dir=tmp_path,
     )
     with pytest.raises(EmoError, match="teacher .* predicts"):

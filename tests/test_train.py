@@ -117,11 +117,14 @@ def test_tta_modes_are_mirror_invariant_and_reported(trained_run, make_cfg, tmp_
 
 def test_init_from_fine_tunes_from_weights(trained_run, make_cfg, tmp_path):
     src = json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]
-    model = EmoModule()
+    kwargs = load_checkpoint(src).hparams.net_kwargs
+    model = EmoModule(net_kwargs=kwargs)
     model.init_weights_from(src)
     torch.testing.assert_close(model.net.state_dict(), load_checkpoint(src).net.state_dict())
+    with pytest.raises(EmoError, match="net_kwargs=.*give the same ones"):
+        EmoModule(net_kwargs={**kwargs, "hidden": 64}).init_weights_from(src)
     # other classes: everything but the classifier
-    two = EmoModule(class_names=["angry", "happy"])
+    two = EmoModule(class_names=["angry", "happy"], net_kwargs=kwargs)
     head = {k: v.clone() for k, v in two.net.state_dict().items() if k.startswith("head.4")}
     two.init_weights_from(src)
     for k, v in two.net.state_dict().items():

@@ -3,12 +3,17 @@
 Distilling from a file costs what plain training costs (no teacher forward passes). The file
 says which training set and which classes it was made for, so a mismatch fails in one line
 instead of silently pairing faces with another face's targets.
+
+The package ships one such file, ``emo/data/targets/vgg_s.pt`` (the bundled ``vgg_s``'s flip-TTA
+probabilities for FER-2013's Training faces): ``model.distill_targets=vgg_s`` names it, and
+``model=cnn3`` distils from it by default.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,26 @@ import torch
 from emo.errors import EmoError
 
 FORMAT = "emo-soft-targets/1"
+
+
+class SoftTargetsMismatch(EmoError):
+    """A readable soft-target file made for other classes or another training set."""
+
+
+def resolve_soft_targets(spec: str | Path) -> Path:
+    """The file ``spec`` names: a path, or the bare name of a file the package ships
+    (``vgg_s`` -> ``emo/data/targets/vgg_s.pt``)."""
+    spec = str(spec)
+    if "/" not in spec and "\\" not in spec and not spec.endswith(".pt"):
+        shipped = Path(str(resources.files("emo.data") / "targets" / f"{spec}.pt"))
+        if shipped.is_file():
+            return shipped
+        names = sorted(p.stem for p in shipped.parent.glob("*.pt"))
+        raise EmoError(
+            f"no soft targets named {spec!r} in the package (it ships {', '.join(names) or 'none'}): "
+            "give a file's path"
+        )
+    return Path(spec)
 
 
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -68,17 +93,20 @@ def read_soft_targets(path: str | Path) -> dict:
 def load_soft_targets(
     path: str | Path, class_names: Sequence[str], train_fingerprint: str, n: int
 ) -> torch.Tensor:
-    """Probabilities (N, C) float32 for this training set and these classes.
+    """Probabilities (N, C) float32 for this training set and these classes; ``path`` as
+    :func:`resolve_soft_targets` reads it.
 
     Raises:
-        EmoError: the file is missing or was made for other classes or another training set.
+        EmoError: the file is missing or unreadable.
+        SoftTargetsMismatch: it was made for other classes or another training set.
     """
+    path = resolve_soft_targets(path)
     data = read_soft_targets(path)
     if list(data["class_names"]) != list(class_names):
-        raise EmoError(f"soft targets {path} are for classes {data['class_names']}, not {list(class_names)}")
+        raise SoftTargetsMismatch(f"soft targets {path} are for classes {data['class_names']}, not {list(class_names)}")
     probs = data["probs"].float()
     if data["fingerprint"] != train_fingerprint or len(probs) != n:
-        raise EmoError(
+        raise SoftTargetsMismatch(
             f"soft targets {path} were made for another training set ({len(probs)} faces, fingerprint "
             f"{data['fingerprint']}; this one: {n}, {train_fingerprint}): write them again for this data"
         )

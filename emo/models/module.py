@@ -23,7 +23,7 @@ from torchvision.transforms.v2.functional import ten_crop
 
 import emo
 from emo.data.fer2013 import FER2013_CLASSES
-from emo.data.soft_targets import load_soft_targets
+from emo.data.soft_targets import SoftTargetsMismatch, load_soft_targets
 from emo.data.transforms import Preprocess
 from emo.errors import EmoError
 from emo.models import create_model
@@ -78,8 +78,13 @@ class EmoModule(L.LightningModule):
             renormalised: exactly the teacher's softmax at temperature T for one teacher, and for
             an ensemble's mean probabilities the softmax of its log-mean at temperature T.
         distill_targets: a soft-target file (``python -m emo.distill targets``) holding the
-            teachers' probabilities for every training face; used like ``distill_from`` at the
-            cost of plain training (no teacher forward passes). Give one of the two, not both.
+            teachers' probabilities for every training face, or the name of one the package
+            ships (``vgg_s``); used like ``distill_from`` at the cost of plain training (no
+            teacher forward passes). Give one of the two, not both.
+        distill_optional: when the ``distill_targets`` file was made for other classes or
+            another training set (``data.classes`` subsets, FER+ labels, your own data), train on
+            the labels alone and say so in the log, instead of failing. ``model=cnn3`` sets it, so
+            that its default distillation never stands in the way of a different data set.
         labels: which labels the classes were trained on: ``fer2013`` or ``ferplus`` (FER+ votes);
             evaluation reads the same ones.
         agree_min_acc: when validation faces carry FER+ people labels, ``val/agree_ok`` is the
@@ -105,6 +110,7 @@ class EmoModule(L.LightningModule):
         distill_alpha: float | None = None,
         distill_temperature: float = 2.0,
         distill_targets: str | None = None,
+        distill_optional: bool = False,
         agree_min_acc: float = 0.70,
         labels: str = "fer2013",
     ):
@@ -127,7 +133,8 @@ class EmoModule(L.LightningModule):
         if self.distill_from and self.distill_targets:
             raise EmoError(
                 "give model.distill_from (teacher checkpoints) or model.distill_targets (their stored "
-                "probabilities), not both"
+                f"probabilities), not both (distill_targets is {distill_targets}: "
+                "add model.distill_targets=null to distil from the checkpoints)"
             )
         # Loaded for fit only, and kept out of state_dict so checkpoints stay the student's.
         self._teachers: list[EmoModule] = []
@@ -176,6 +183,14 @@ class EmoModule(L.LightningModule):
                 f"init_from={path} holds {src.hparams.arch}; this run trains {self.hparams.arch}: "
                 "give weights of the same network"
             )
+        if src.hparams.net_kwargs != self.hparams.net_kwargs:
+            own = self.net.state_dict()
+            if any(own[k].shape != v.shape for k, v in src.net.state_dict().items() if k in own):
+                raise EmoError(
+                    f"init_from={path} holds a {src.hparams.arch} built with net_kwargs="
+                    f"{src.hparams.net_kwargs}; this run's are {self.hparams.net_kwargs}: "
+                    "give the same ones (model.net_kwargs.KEY=VALUE)"
+                )
         if src.class_names == self.class_names:
             self.net.load_state_dict(src.net.state_dict())
             log.info("initialised %s from %s", self.hparams.arch, path)
@@ -216,11 +231,18 @@ class EmoModule(L.LightningModule):
         if self.distill_targets and stage == "fit":
             dm = self.trainer.datamodule
             dm.setup("fit")
-            probs = load_soft_targets(
-                self.distill_targets, self.class_names, dm.train_fingerprint, len(dm.datasets["train"])
-            )
-            dm.add_train_targets(probs)
-            log.info("distilling from stored soft targets %s", self.distill_targets)
+            try:
+                probs = load_soft_targets(
+                    self.distill_targets, self.class_names, dm.train_fingerprint, len(dm.datasets["train"])
+                )
+            except SoftTargetsMismatch as err:
+                if not self.hparams.distill_optional:
+                    raise
+                log.warning("%s; training on the labels alone (model.distill_optional=true)", err)
+                self.distill_targets = None
+            else:
+                dm.add_train_targets(probs)
+                log.info("distilling from stored soft targets %s", self.distill_targets)
         if self.hparams.class_weights == "balanced" and stage == "fit":
             counts = torch.as_tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float32)
             self.class_weight = counts.sum() / (len(counts) * counts.clamp(min=1))
