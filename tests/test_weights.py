@@ -71,9 +71,11 @@ def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path):
     hp = load_checkpoint(next((tmp_path / "checkpoints").glob("last.ckpt"))).hparams
     assert hp.preprocess == {"image_size": 48, "mean": 0.5077, "std": 0.255}  # no unread keys
     assert {"optimizer", "scheduler"}.isdisjoint(hp) and hp.net_kwargs == {
-        "conv_dropout": 0.1,
-        "dropout": 0.3,
+        "conv_dropout": 0.0,
+        "dropout": 0.2,
+        "hidden": 256,
     }
+    assert type(hp.net_kwargs) is dict  # plain data, not an OmegaConf node
     with pytest.raises(EmoError, match="unknown keys \\['size'\\]"):
         Preprocess.of({"size": 48})
 
