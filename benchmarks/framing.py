@@ -107,7 +107,7 @@ def main() -> None:
     print(f"Training: {len(found)} of {len(train)} faces found once by {args.detector}")
     val = rng.choice(np.flatnonzero(split == VAL), args.n, replace=False)
     val_found = detect_one(detector, data.images, val)
-    rec = EmotionRecognizer.from_pretrained()
+    rec = EmotionRecognizer.from_pretrained(tta="none")  # crops compared without TTA, as recorded
     if args.detector == "yunet":
         yunet_report(rec, data, found, val_found)
         return

@@ -184,8 +184,8 @@ def main() -> None:
     runs += [("yunet", {"score_threshold": t}) for t in args.yunet_scores or []]
     crop_acc = None
     for name, kwargs in runs:
-        rec = EmotionRecognizer.from_checkpoint(
-            _ckpt(args.model), detector=name, _source=args.model, **kwargs
+        rec = EmotionRecognizer.from_checkpoint(  # without TTA, as the recorded numbers
+            _ckpt(args.model), detector=name, tta="none", _source=args.model, **kwargs
         )
         if crop_acc is None:
             crop_acc = float((rec.classify(data.images[idx]).argmax(1) == labels[idx]).mean())

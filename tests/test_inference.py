@@ -191,6 +191,75 @@ def test_bad_inputs_are_one_line_errors(rec, tmp_path):
         EmotionRecognizer.from_checkpoint(tmp_path / "x.ckpt")
 
 
+@pytest.mark.parametrize("name", weights.available())
+def test_bundled_models_default_to_their_recorded_tta(name):
+    recorded = weights.index()[name]["tta"]  # chosen on PublicTest (scripts/index_weights.py)
+    assert weights.recorded_tta(name) == recorded and recorded in ("none", "flip", "tencrop")
+    rec = EmotionRecognizer.from_pretrained(name)
+    assert rec.tta == recorded and f"tta={recorded}" in repr(rec)
+    assert EmotionRecognizer.from_checkpoint(weights.weights_path(name)).tta == recorded  # the file, too
+    assert EmotionRecognizer.from_checkpoint(resolve_checkpoint(name)).tta == recorded  # as the CLIs load it
+    for tta in ("none", "flip", "tencrop"):  # an explicit choice wins
+        assert EmotionRecognizer.from_pretrained(name, tta=tta).tta == tta
+
+
+def test_other_checkpoints_default_to_no_tta(five_class_ckpt, tmp_path):
+    assert EmotionRecognizer.from_checkpoint(five_class_ckpt).tta == "none"
+    assert EmotionRecognizer.from_checkpoint(five_class_ckpt, tta="flip").tta == "flip"
+    copy = tmp_path / f"{weights.default_name()}.ckpt"  # a bundled model's bytes, not a bundled file
+    copy.write_bytes(weights.weights_path(weights.default_name()).read_bytes())
+    assert EmotionRecognizer.from_checkpoint(copy).tta == "none"
+
+
+def test_predict_and_classify_use_the_recorded_tta_unless_told_otherwise(rec, face_bgr):
+    recorded = weights.recorded_tta(rec.source)
+    assert rec.tta == recorded != "none"  # the default model records flip: the test needs a TTA to see
+    photo = str(sample_path("astronaut"))
+    (default,) = rec.predict(photo)
+    (same,) = rec.predict(photo, tta=recorded)
+    (plain,) = rec.predict(photo, tta="none")
+    assert_same_faces([default], [same])
+    assert default.box == plain.box and np.abs(default.probs - plain.probs).max() > 1e-3  # TTA moved them
+    (crop,) = crop_faces(to_grey(face_bgr), np.array([default.box]))
+    np.testing.assert_allclose(rec.classify(crop), rec.classify(crop, recorded), atol=1e-6)
+    np.testing.assert_allclose(rec.probs([crop]), rec.classify(crop, recorded), atol=1e-6)
+    assert not np.allclose(rec.classify(crop), rec.classify(crop, "none"), atol=1e-4)
+    # A recognizer built with tta="none" defaults to none; a call's own tta still wins.
+    untouched = EmotionRecognizer.from_pretrained(rec.source, tta="none")
+    assert untouched.tta == "none" and "tta=none" in repr(untouched)
+    assert_same_faces(untouched.predict(photo), [plain])
+    assert_same_faces(untouched.predict(photo, tta=recorded), [default])
+
+
+def test_a_bad_tta_is_a_one_line_error(rec, five_class_ckpt):
+    for make in (
+        lambda: EmotionRecognizer.from_pretrained(tta="mirror"),
+        lambda: EmotionRecognizer.from_checkpoint(five_class_ckpt, tta="mirror"),
+        lambda: rec.predict(np.zeros((64, 64), np.uint8), tta="mirror"),
+        lambda: rec.classify(np.zeros((1, 48, 48), np.uint8), tta="mirror"),
+    ):
+        with pytest.raises(EmoError) as err:
+            make()
+        assert str(err.value) == "tta='mirror' is not valid: choose one of none, flip, tencrop"
+
+
+def test_emo_predict_defaults_to_the_models_recorded_tta(rec, capsys):
+    from emo.inference.predict import Predictor, main, parse_args
+
+    assert parse_args(["x.png"]).tta is None  # left to the model
+    assert Predictor(rec).tta == rec.tta == weights.recorded_tta(rec.source)
+    assert Predictor(rec, "none").tta == "none"
+    photo = str(sample_path("astronaut"))
+    by_tta = {}
+    for extra in ([], ["--tta", "none"], ["--tta", rec.tta]):
+        assert main([photo, "--ckpt", rec.source, "--json", *extra]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        by_tta[extra[-1] if extra else None] = row["scores"]
+    (face,) = rec.predict(photo, tta=rec.tta)
+    assert by_tta[None] == by_tta[rec.tta] and by_tta[None] != by_tta["none"]
+    assert by_tta[None] == pytest.approx(face.scores, abs=1e-6)
+
+
 def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
@@ -293,6 +362,9 @@ def test_the_bundled_int8_model_agrees_with_fp32(rec):
     pytest.importorskip("onnxruntime")
     int8 = EmotionRecognizer.from_pretrained("vgg_s", backend="onnx-int8")
     assert int8.source == "vgg_s-int8" and int8.backend.name == "onnx"
+    assert int8.tta == weights.recorded_tta("vgg_s")  # the bundled model's TTA, in any runtime
+    bundled_int8 = weights.weights_path("vgg_s").with_name("vgg_s-int8.onnx")
+    assert EmotionRecognizer.from_checkpoint(bundled_int8).tta == int8.tta
     fp32 = EmotionRecognizer.from_pretrained("vgg_s")
     crops = np.random.default_rng(5).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
     a, b = int8.classify(crops), fp32.classify(crops)

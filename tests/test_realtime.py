@@ -131,6 +131,31 @@ def test_headless_run_writes_an_annotated_video_and_a_csv(model, video, tmp_path
         assert int(r["w"]) > 100  # the ~150 px face of the sample video
 
 
+def test_the_real_time_path_keeps_tta_none_for_speed(model, video, monkeypatch, capsys):
+    from emo import weights
+    from emo.inference.recognizer import EmotionRecognizer
+
+    assert weights.recorded_tta(model.source) == "flip"  # the bundled model records flip...
+    assert model.tta == "none"  # ...but the real-time recognizer defaults to none
+    assert realtime.parse_args([]).tta == "none"
+    with pytest.raises(SystemExit):
+        realtime.parse_args(["--help"])
+    assert "default: none, for speed" in " ".join(capsys.readouterr().out.split())
+    # run() passes none explicitly, even to a recognizer whose own default is the recorded flip.
+    rec = EmotionRecognizer.from_pretrained(model.source)
+    assert rec.tta == "flip"
+    seen, predict = [], rec.predict
+    monkeypatch.setattr(
+        rec, "predict", lambda frame, tta=None, **kw: seen.append(tta) or predict(frame, tta, **kw)
+    )
+    assert realtime.run(video, model=rec, headless=True, max_frames=3)["frames"] == 3
+    assert seen == ["none"] * 3
+    assert len(realtime.predict_faces(rec, moving_face_frames(1)[0])) == 1  # the pure function, too
+    assert seen[-1] == "none"
+    assert realtime.run(video, model=rec, headless=True, max_frames=1, tta="flip")["frames"] == 1
+    assert seen[-1] == "flip"  # asked for explicitly
+
+
 def test_ctrl_c_leaves_complete_outputs(model, video, tmp_path, monkeypatch):
     calls = {"n": 0}
     predict = realtime.predict_faces

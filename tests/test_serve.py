@@ -68,6 +68,48 @@ def test_predict_gives_what_the_recognizer_gives(client, recognizer, tta):
     assert sum(face["scores"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_predict_without_tta_uses_the_models_recorded_one(client, recognizer):
+    from emo import weights
+
+    recorded = weights.recorded_tta("vgg_s")
+    assert recognizer.tta == recorded != "none"
+    photo = str(sample_path("astronaut"))
+    answer = post(client, ASTRONAUT).json()
+    assert answer["faces"] == [f.as_dict() for f in recognizer.predict(photo, tta=recorded)]
+    plain = post(client, ASTRONAUT, query="?tta=none").json()
+    assert plain["faces"] == [f.as_dict() for f in recognizer.predict(photo, tta="none")]
+    assert answer["faces"][0]["scores"] != plain["faces"][0]["scores"]  # the query's tta wins
+    (tta,) = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["parameters"]
+    assert tta["name"] == "tta" and not tta.get("required") and "recorded" in tta["description"]
+
+
+class RecordingRecognizer:
+    """Answers one fixed face and remembers the tta of each call."""
+
+    source, class_names = "stub", ["a", "b"]
+    backend = type("Backend", (), {"name": "stub"})
+
+    def __init__(self):
+        self.ttas = []
+
+    def predict(self, image, tta=None):
+        self.ttas.append(tta)
+        return [Face((0, 0, 1, 1), "a", {"a": 1.0, "b": 0.0})]
+
+
+def test_live_keeps_tta_none_for_speed(recognizer):
+    assert serve.video_recognizer(recognizer).tta == "none" and recognizer.tta != "none"
+    stub = RecordingRecognizer()
+    frame = png(np.full((8, 8), 1, np.uint8))
+    with TestClient(serve.create_app(stub)) as c:
+        for query in ("", "?tta=flip"):
+            with c.websocket_connect(f"/live{query}") as ws:
+                ws.send_bytes(frame)
+                assert ws.receive_json()["faces"][0]["label"] == "a"
+        post(c, frame)
+    assert stub.ttas == ["none", "flip", None]  # /predict: None, the recognizer's own default
+
+
 def test_predict_without_a_face_and_in_jpeg(client):
     wall = np.tile(np.linspace(40, 220, 256, dtype=np.uint8), (256, 1))  # a plain gradient: no face
     assert post(client, png(cv2.cvtColor(wall, cv2.COLOR_GRAY2BGR))).json() == {

@@ -2,12 +2,16 @@
 
     emo-predict photo.jpg photos/ clip.mp4                 # a table on stdout
     emo-predict photos/ --json > faces.json                 # or --csv
-    emo-predict photos/ --save-dir annotated/ --tta flip --backend onnx
+    emo-predict photos/ --save-dir annotated/ --backend onnx
+    emo-predict photos/ --tta none                          # no test-time augmentation: faster
     emo-predict clip.mp4 --report out/                    # CSV, timeline plot, summary per face
 
 Every face found is one row (``box`` is x, y, w, h in pixels; in videos ``face`` is an id that
 follows one person across frames); an image without a face is one row labelled ``(no face)``. A file that cannot be read is reported in one line on stderr, the
 others still run, and the exit status is then 1.
+
+Test-time augmentation (``--tta``) defaults to the model's recorded one: ``flip`` for the bundled
+models (``emo/weights/index.json``), ``none`` for any other checkpoint.
 """
 
 from __future__ import annotations
@@ -69,13 +73,14 @@ class Predictor:
     def __init__(
         self,
         model: EmotionRecognizer,
-        tta: str = "none",
+        tta: str | None = None,
         save_dir: str | Path | None = None,
         report_dir: str | Path | None = None,
         progress: bool | None = None,
         quiet_stdout: bool = False,
     ):
-        self.model, self.tta = model, tta
+        # tta None: the model's own default (a bundled model's recorded TTA).
+        self.model, self.tta = model, model.tta if tta is None else tta
         self.save_dir = Path(save_dir) if save_dir else None
         self.report_dir = Path(report_dir) if report_dir else None
         # A bar over a video's frames: with --report, or when stderr is a terminal.
@@ -214,7 +219,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
     )
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference runtime (default: torch)")
-    p.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation (default: the model's recorded TTA, e.g. flip for the bundled models; "
+        "none for other checkpoints)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")

@@ -13,6 +13,10 @@ Speed: full-frame detection dominates the cost, so it runs on a downscaled frame
 ``detect_every`` frames; in between, each face is looked for only in a window around its last
 box (a few times cheaper), and all faces of a frame are classified in one batch. Frames go
 through the one "detect, crop, classify" path, ``EmotionRecognizer.predict``, as in emo-predict.
+
+TTA: this path classifies without test-time augmentation (``none``) unless ``--tta`` asks for it,
+even for a bundled model whose recorded TTA is ``flip``: flip would double the classification
+cost of every frame. Photos (``emo-predict``, the server's ``POST /predict``) use the recorded TTA.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def load_model(
             or two is too small a job to share, and cores spinning for work slow a busy machine.
         detector: ``yunet`` or ``haar``.
         **settings: overrides of the detector's ``REALTIME_DETECTOR`` settings.
+
+    The recognizer's default TTA is ``none`` (for speed), not the model's recorded one.
     """
     if detector not in REALTIME_DETECTOR:
         raise EmoError(f"detector {detector!r} is not valid: choose one of {', '.join(REALTIME_DETECTOR)}")
@@ -73,6 +79,7 @@ def load_model(
         backend=backend,
         threads=threads,
         detector=detector,
+        tta="none",  # real time: no second pass per face for flip
         **{**REALTIME_DETECTOR[detector], **settings},
     )
 
@@ -89,6 +96,7 @@ def predict_faces(
 
     Args:
         boxes: faces already found (``detect_faces``, ``FaceTracker``); ``None``: detect them.
+        tta: ``none`` by default, for speed, whatever the model's recorded TTA.
     """
     return model.predict(frame, tta, boxes=boxes)
 
@@ -223,6 +231,8 @@ def run(
         model: a recognizer already loaded (``ckpt``, ``backend``, ``threads`` and ``detector``
             then unused).
         detector: ``yunet`` or ``haar``, with the ``REALTIME_DETECTOR`` settings.
+        tta: ``none`` by default, for speed (not the model's recorded TTA: flip would double
+            the classification cost of every frame).
 
     Returns:
         ``frames`` processed, ``seconds``, ``fps`` (processing rate) and the output paths.
@@ -297,7 +307,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--csv", help="log per-frame predictions here")
     p.add_argument("--headless", action="store_true", help="no window (servers, CI)")
     p.add_argument("--detect-every", type=int, default=5, help="full-frame face search period (default: 5)")
-    p.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation (default: none, for speed, even where the model records flip)",
+    )
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--threads", type=int, default=1, help="inference threads (default: 1)")
     p.add_argument(

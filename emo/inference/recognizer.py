@@ -6,6 +6,10 @@
     rec.predict("photo.jpg")     # [Face(box=(x, y, w, h), label='happy', scores={'angry': 0.01, ...})]
     rec.classify(crops)          # your own face crops (N, H, W) -> (N, C) probabilities
 
+Test-time augmentation (TTA) defaults to the one recorded for a bundled model in
+``emo/weights/index.json`` (chosen on PublicTest: ``flip`` for ``vgg_s`` and ``cnn3``), ``none``
+for other checkpoints; ``tta=`` on construction or on each call overrides it.
+
 Faces are found by YuNet (``cv2.FaceDetectorYN``, weights bundled in ``emo/weights/detectors``)
 or, with ``detector="haar"``, by OpenCV's Haar cascade, on a downscaled copy of the image. Each
 box is squared and scaled to FER-2013's framing, cropped (replicating the border where it leaves
@@ -68,6 +72,8 @@ class EmotionRecognizer:
         preprocess: the checkpoint's preprocessing (``image_size``, ``mean``, ``std``).
         detector: the face detector ``predict`` uses (:class:`YuNetDetector` by default).
         source: where the weights came from (bundled name or path), for logs.
+        tta: the test-time augmentation ``probs``, ``classify`` and ``predict`` use when given
+            none: a bundled model's recorded one (``emo.weights.recorded_tta``), else ``none``.
     """
 
     def __init__(
@@ -77,7 +83,9 @@ class EmotionRecognizer:
         preprocess: Preprocess | dict,
         detector: str | HaarDetector | YuNetDetector = "yunet",
         source: str = "",
+        tta: str = "none",
     ):
+        check_tta(tta)
         self.backend, self.class_names, self.preprocess = (
             backend,
             list(class_names),
@@ -85,9 +93,13 @@ class EmotionRecognizer:
         )
         self.detector = make_detector(detector)
         self.source = source
+        self.tta = tta
 
     def __repr__(self) -> str:
-        return f"EmotionRecognizer({self.source!r}, backend={self.backend.name}, classes={self.class_names})"
+        return (
+            f"EmotionRecognizer({self.source!r}, backend={self.backend.name}, tta={self.tta}, "
+            f"classes={self.class_names})"
+        )
 
     # ---------------------------------------------------------------------- construction
     @staticmethod
@@ -96,17 +108,23 @@ class EmotionRecognizer:
         return weights.available()
 
     @classmethod
-    def from_pretrained(cls, name: str | None = None, backend: str = "torch", **kwargs) -> EmotionRecognizer:
+    def from_pretrained(
+        cls, name: str | None = None, backend: str = "torch", tta: str | None = None, **kwargs
+    ) -> EmotionRecognizer:
         """Bundled weights by name; ``None`` or ``"default"``: the model that agrees with people best
         among the real-time ones that keep 70% FER-2013 accuracy (``emo.weights.default_name``);
         ``"leaderboard"``: the best on FER-2013's own labels.
 
         Args:
             backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``).
+            tta: the default test-time augmentation; ``None``: the model's recorded one
+                (``emo.weights.recorded_tta``, e.g. ``flip``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
         """
         name = weights.resolve_name(name or "default")
-        return cls.from_checkpoint(weights.weights_path(name), backend=backend, _source=name, **kwargs)
+        path = weights.weights_path(name)
+        tta = weights.recorded_tta(name) if tta is None else tta
+        return cls.from_checkpoint(path, backend=backend, tta=tta, _source=name, **kwargs)
 
     @classmethod
     def from_checkpoint(
@@ -115,6 +133,7 @@ class EmotionRecognizer:
         backend: str = "torch",
         threads: int | None = None,
         detector: str | HaarDetector | YuNetDetector = "yunet",
+        tta: str | None = None,
         _source: str | None = None,
         **kwargs,
     ) -> EmotionRecognizer:
@@ -127,14 +146,21 @@ class EmotionRecognizer:
             threads: onnxruntime's thread count (default: all cores). PyTorch's is process-wide:
                 set it with ``torch.set_num_threads``.
             detector: ``yunet`` (default) or ``haar``, or a detector object.
+            tta: the default test-time augmentation; ``None``: for a bundled file
+                (``emo/weights/NAME.ckpt`` or its ``NAME-int8.onnx``) the TTA recorded for it,
+                for any other file ``none``.
             **kwargs: passed on to the detector (``max_side``, ``min_face``, ...).
 
         Raises:
-            EmoError: a missing or foreign file, or an unknown backend.
+            EmoError: a missing or foreign file, an unknown backend or TTA.
         """
         if backend not in BACKENDS:
             raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
         path = Path(path)
+        if tta is None:
+            bundled = path.stem.removesuffix("-int8") if path.resolve().parent == WEIGHTS_DIR else None
+            tta = weights.recorded_tta(bundled) if bundled in weights.index() else "none"
+        check_tta(tta)
         if backend == "onnx-int8" and path.suffix != ".onnx":
             int8 = path.with_name(f"{path.stem}-int8.onnx")
             if not int8.is_file():
@@ -156,7 +182,7 @@ class EmotionRecognizer:
                 raise EmoError(
                     f"{path} is not a readable ONNX model ({type(err).__name__}): re-export it"
                 ) from None
-            return cls(engine, *onnx_metadata(engine.session), detector, source)
+            return cls(engine, *onnx_metadata(engine.session), detector, source, tta)
         module = load_checkpoint(path)
         if backend == "onnx":
             from emo.inference.export import cached_onnx  # only for --backend onnx: it loads the exporter
@@ -164,7 +190,7 @@ class EmotionRecognizer:
             engine: TorchBackend | OnnxBackend = OnnxBackend(cached_onnx(path, module), threads)
         else:
             engine = TorchBackend(module)
-        return cls(engine, module.class_names, module.preprocess, detector, source)
+        return cls(engine, module.class_names, module.preprocess, detector, source, tta)
 
     # ------------------------------------------------------------------------- inference
     def face_input(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
@@ -174,9 +200,11 @@ class EmotionRecognizer:
             return torch.zeros(0, 1, size, size)
         return torch.cat([preprocess_faces(c, self.preprocess) for c in crops])
 
-    def probs(self, crops: Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
+    def probs(self, crops: Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:
         """Probabilities (N, C) for a list of grey uint8 crops (any sizes), ``CHUNK_VIEWS`` network
-        inputs at a time, so memory stays bounded however many crops there are."""
+        inputs at a time, so memory stays bounded however many crops there are. ``tta``:
+        ``None`` is the recognizer's own (``self.tta``)."""
+        tta = self.tta if tta is None else tta
         check_tta(tta)
         out = np.zeros((len(crops), len(self.class_names)), dtype=np.float32)
         size = int(self.preprocess.image_size)
@@ -185,13 +213,13 @@ class EmotionRecognizer:
             out[start : start + chunk] = self.backend(self.face_input(crops[start : start + chunk]), tta)
         return out
 
-    def classify(self, crops: np.ndarray | Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
+    def classify(self, crops: np.ndarray | Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:
         """Class probabilities (N, C) for faces you cropped yourself.
 
         Args:
             crops: (N, H, W) grey or (N, H, W, 3) BGR, uint8 or float, any size; or a list of
                 crops of different sizes; a single (H, W) crop counts as N = 1.
-            tta: ``none``, ``flip`` or ``tencrop``.
+            tta: ``none``, ``flip`` or ``tencrop``; ``None``: the recognizer's own (``self.tta``).
         """
         if isinstance(crops, np.ndarray):
             if crops.ndim not in (2, 3, 4):
@@ -215,14 +243,14 @@ class EmotionRecognizer:
         ]
 
     def predict(
-        self, image: Any, tta: str = "none", boxes: np.ndarray | None = None
+        self, image: Any, tta: str | None = None, boxes: np.ndarray | None = None
     ) -> list[Face] | list[list[Face]]:
         """Detect the faces of an image and classify each.
 
         Args:
             image: a file path, a numpy array (grey or BGR, any size, uint8 or float) or a PIL
                 image; or a list of these, classified in one batch.
-            tta: ``none``, ``flip`` or ``tencrop``.
+            tta: ``none``, ``flip`` or ``tencrop``; ``None``: the recognizer's own (``self.tta``).
             boxes: for one image, faces already found (``detect``, a tracker): (K, 4) squares;
                 ``None``: detect them.
 
@@ -230,6 +258,7 @@ class EmotionRecognizer:
             One :class:`Face` per face found, largest first (empty when there is none); for a
             list of images, one such list per image.
         """
+        tta = self.tta if tta is None else tta
         check_tta(tta)
         if isinstance(image, (list, tuple)):
             out = []

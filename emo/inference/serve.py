@@ -2,16 +2,19 @@
 
     emo-serve                                      # http://127.0.0.1:8000: the page; /docs: the API
     emo-serve --model cnn3 --backend onnx --port 8080
-    curl -F file=@photo.jpg 'http://127.0.0.1:8000/predict?tta=flip'
+    curl -F file=@photo.jpg http://127.0.0.1:8000/predict     # the model's recorded TTA
+    curl -F file=@photo.jpg 'http://127.0.0.1:8000/predict?tta=none'
 
 - ``GET /health``: ``{"status": "ok", "model", "backend", "classes"}``.
-- ``POST /predict`` (multipart field ``file``, query ``tta=none|flip|tencrop``):
+- ``POST /predict`` (multipart field ``file``, query ``tta=none|flip|tencrop``; without ``tta``:
+  the model's recorded TTA, ``flip`` for the bundled models):
   ``{"faces": [{"box": [x, y, w, h], "label", "scores": {class: p}}], "width", "height"}``.
 - ``WS /live?tta=``: binary JPEG/PNG frames in (faces searched for as ``emo.realtime`` does in
-  video: 80 px and up); each frame processed is answered with the same JSON plus ``frame`` (its
-  number on this connection), ``dropped`` (frames overwritten so far) and ``ms``. Latest frame
-  wins: a frame that arrives while the previous one is being classified replaces any frame
-  still waiting, so a slow client never builds a queue.
+  video: 80 px and up; without ``tta``: ``none``, for speed, as in ``emo.realtime``); each frame
+  processed is answered with the same JSON plus ``frame`` (its number on this connection),
+  ``dropped`` (frames overwritten so far) and ``ms``. Latest frame wins: a frame that arrives
+  while the previous one is being classified replaces any frame still waiting, so a slow client
+  never builds a queue.
 - ``GET /``: the webcam page (``static/``); ``/docs``: the OpenAPI docs, with Swagger UI served
   from the ``fastapi-offline`` wheel. Nothing comes from a CDN: it all works offline.
 
@@ -130,7 +133,7 @@ def video_recognizer(recognizer: EmotionRecognizer) -> EmotionRecognizer:
 
     A webcam face is 100-250 px, so /live searches a <= 320 px copy of each frame
     (``REALTIME_DETECTOR``), a fraction of the photo settings' cost (<= 640 px copy), which
-    /predict keeps.
+    /predict keeps. Its default TTA is ``none``, for speed, as ``emo.realtime``'s.
     """
     name = next(
         (n for n, cls in DETECTORS.items() if type(getattr(recognizer, "detector", None)) is cls), None
@@ -139,7 +142,7 @@ def video_recognizer(recognizer: EmotionRecognizer) -> EmotionRecognizer:
         return recognizer  # a detector of the caller's own: its settings serve both
     detector = make_detector(name, **{**REALTIME_DETECTOR[name], "framing": recognizer.detector.framing})
     r = recognizer
-    return EmotionRecognizer(r.backend, r.class_names, r.preprocess, detector, r.source)
+    return EmotionRecognizer(r.backend, r.class_names, r.preprocess, detector, r.source, tta="none")
 
 
 def create_app(
@@ -165,12 +168,12 @@ def create_app(
 
     live_recognizer = live_recognizer or video_recognizer(recognizer)
 
-    def predict_bytes(data: bytes, tta: str, model: EmotionRecognizer) -> dict[str, Any]:
+    def predict_bytes(data: bytes, tta: str | None, model: EmotionRecognizer) -> dict[str, Any]:
         image = decode_image(data, max_pixels)
         faces = model.predict(image, tta=tta)
         return {"faces": [f.as_dict() for f in faces], "width": image.shape[1], "height": image.shape[0]}
 
-    async def run(data: bytes, tta: str, model: EmotionRecognizer = recognizer) -> dict[str, Any]:
+    async def run(data: bytes, tta: str | None, model: EmotionRecognizer = recognizer) -> dict[str, Any]:
         if len(data) > max_upload:
             raise HTTPException(
                 413, f"image file of {len(data):,} bytes is over {max_upload:,}: send a smaller one"
@@ -216,13 +219,18 @@ def create_app(
     )
     async def predict(
         file: Annotated[UploadFile, File(description="an image: JPEG, PNG, BMP, WebP, ...")],
-        tta: Annotated[Tta, Query(description="test-time augmentation")] = "none",
+        tta: Annotated[
+            Tta | None,
+            Query(description="test-time augmentation (default: the model's recorded TTA)"),
+        ] = None,
     ) -> dict[str, Any]:
         """The faces of an image: box (x, y, w, h), label and a probability per class, largest first."""
+        # tta None: the recognizer's own default (a bundled model's recorded TTA).
         return await run(await file.read(max_upload + 1), tta)
 
     @app.websocket("/live")
     async def live(ws: WebSocket, tta: str = "none") -> None:
+        # Live frames default to no TTA, for speed (as emo.realtime), not to the recorded one.
         await ws.accept()
         if tta not in TTA_MODES:
             await ws.close(code=1008, reason=f"tta={tta!r}: choose one of {', '.join(TTA_MODES)}")

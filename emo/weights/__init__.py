@@ -47,6 +47,17 @@ def index() -> dict[str, dict]:
     return {n: r for n, r in recorded.items() if (WEIGHTS_DIR / f"{n}.ckpt").is_file()}
 
 
+def info(name: str) -> dict:
+    """The index record of bundled model ``name`` (or an alias); ``{}`` for one the index lacks."""
+    return dict(index().get(resolve_name(name), {}))
+
+
+def recorded_tta(name: str) -> str:
+    """The test-time augmentation recorded for bundled model ``name`` (chosen on PublicTest):
+    what ``EmotionRecognizer`` uses unless told otherwise; ``none`` where the index records none."""
+    return info(name).get("tta") or "none"
+
+
 def _seven_class(records: dict[str, dict]) -> dict[str, dict]:
     return {
         n: r for n, r in records.items() if r.get("classes") == 7 and r.get("labels", "fer2013") == "fer2013"
