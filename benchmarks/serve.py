@@ -7,7 +7,9 @@ for each client count, runs that many clients for ``--seconds`` against each end
 sending the same 640x480 JPEG frame with one ~150 px face (``emo.samples.moving_face_frames``):
 ``/predict`` clients upload it and wait for the answer, ``/live`` clients each hold a WebSocket
 and send the next frame when the previous one is answered (as the page does). Latency is
-measured at the client, from sending to the whole answer. Prints a Markdown table.
+measured at the client, from sending to the whole answer. Prints a Markdown table. Both endpoints
+run without TTA (``/predict?tta=none``; a model's recorded TTA, e.g. flip, doubles the network's
+share of the work), so the numbers stay comparable with the README's.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ async def load(
         nonlocal errors
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            r = await http.post("/predict", files={"file": ("frame.jpg", frame, "image/jpeg")})
+            r = await http.post("/predict?tta=none", files={"file": ("frame.jpg", frame, "image/jpeg")})
             if r.status_code == 200 and r.json()["faces"]:
                 latencies.append(time.perf_counter() - t0)
             else:

@@ -103,7 +103,9 @@ def load_soft_targets(
     path = resolve_soft_targets(path)
     data = read_soft_targets(path)
     if list(data["class_names"]) != list(class_names):
-        raise SoftTargetsMismatch(f"soft targets {path} are for classes {data['class_names']}, not {list(class_names)}")
+        raise SoftTargetsMismatch(
+            f"soft targets {path} are for classes {data['class_names']}, not {list(class_names)}"
+        )
     probs = data["probs"].float()
     if data["fingerprint"] != train_fingerprint or len(probs) != n:
         raise SoftTargetsMismatch(
