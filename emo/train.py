@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from emo.cli import instantiate, instantiate_dict, resolve_precision, run_hydra_cli
@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The run's Trainer with its callbacks and loggers (``trainer.precision=auto`` resolved)."""
+    """The run's Trainer with its callbacks and loggers (``trainer.precision=auto`` resolved).
+    Without a logger (``~logger``) the learning-rate monitor, which only feeds loggers, is left out."""
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not loggers:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     return instantiate(
         cfg.trainer,
         precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")) or False,
+        callbacks=callbacks,
+        logger=loggers or False,
     )
 
 

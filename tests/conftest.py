@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from emo.train import train
 from tests.helpers import compose_cfg, synthetic_rows, write_csv, write_ferplus
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_xdist_worker():
+    """Under ``pytest -n N`` (pytest-xdist) each worker is a process of its own: one torch thread
+    each keeps N workers from fighting over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -116,7 +116,7 @@ def test_misaligned_votes_are_an_error_only_when_needed(tmp_path, fer_rows):
 @pytest.mark.slow  # a two-epoch training run (~5 s); the fast suite trains on FER+ majority labels below
 def test_people_run_selects_on_agreement_and_evaluate_reports_it(ferplus_dir, fer_rows, tmp_path):
     out = tmp_path / "people"
-    overrides = ["trainer.max_epochs=2", "logger={}", "data.ferplus_mix=0.5", "monitor=val/agree_ok"]
+    overrides = ["trainer.max_epochs=2", "~logger", "data.ferplus_mix=0.5", "monitor=val/agree_ok"]
     train(compose_cfg([*overrides, "+model.agree_min_acc=0.0"], out, ferplus_dir))
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved["best"]) == {"val/agree_ok"} and 0 <= saved["best"]["val/agree_ok"] <= 1
@@ -155,7 +155,7 @@ def test_stored_targets_match_the_live_teacher_and_train_a_student(teacher, fer_
     )
 
     out = tmp_path / "student"
-    run = ["trainer.max_epochs=1", "logger={}", "test=false", "experiment=vgg_s_distill", "model=cnn3"]
+    run = ["trainer.max_epochs=1", "~logger", "test=false", "experiment=vgg_s_distill", "model=cnn3"]
     train(compose_cfg([*run, f"model.distill_targets={targets}"], out, fer_dir))
     assert load_checkpoint(out / "checkpoints" / "last.ckpt").hparams.distill_targets == str(targets)
     with pytest.raises(EmoError, match="distillation needs teachers"):
@@ -255,7 +255,7 @@ def test_ferplus_labels_train_an_eight_class_model_and_evaluate_says_so(
     # votes_for kind 2 gives contempt 7 of 10: an eighth-class face, kept by FER+ labels
     assert dm.class_counts("val")[FERPLUS_CLASSES.index("contempt")] > 0
     out = tmp_path / "fp"
-    run = ["trainer.max_epochs=1", "logger={}", "data.labels=ferplus", f"data.ferplus_target={target}"]
+    run = ["trainer.max_epochs=1", "~logger", "data.labels=ferplus", f"data.ferplus_target={target}"]
     train(compose_cfg([*run, f"init_from={teacher}"], out, ferplus_dir))
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["labels"] == "ferplus" and len(saved["per_class"]) == 8

@@ -122,7 +122,7 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
     out = tmp_path / "run"
     cfg = make_cfg(
         "trainer.max_epochs=2",
-        "logger={}",
+        "~logger",
         "augment=strong_mix",
         "data.device_augment=true",
         "data.augment.mix_p=1.0",
@@ -152,7 +152,7 @@ def two_runs(tmp_path_factory, fer_dir, trained_run):
     paths = [json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]]
     for seed in (2,):
         out = root / f"s{seed}"
-        overrides = ["trainer.max_epochs=2", "logger={}", "test=false", f"seed={seed}"]
+        overrides = ["trainer.max_epochs=2", "~logger", "test=false", f"seed={seed}"]
         train(compose_cfg(overrides, out, fer_dir))
         paths.append(str(best_checkpoint(out)))
     return paths
@@ -196,7 +196,7 @@ def test_distillation_loss_is_zero_against_itself_and_students_keep_no_teachers(
     with pytest.raises(EmoError, match="not both .*distill_targets is vgg_s: add model.distill_targets=null"):
         train(make_cfg("debug=fdr", *distil, out_dir=tmp_path / "both"))  # cnn3's stored targets
     distil.append("model.distill_targets=null")
-    train(make_cfg("trainer.max_epochs=1", "logger={}", "test=false", *distil, out_dir=out))
+    train(make_cfg("trainer.max_epochs=1", "~logger", "test=false", *distil, out_dir=out))
     ckpt = read_checkpoint(next((out / "checkpoints").glob("last.ckpt")))
     assert set(ckpt["state_dict"]) == set(read_checkpoint(two_runs[0])["state_dict"])  # student only
     assert ckpt["hyper_parameters"]["distill_from"] == two_runs  # provenance

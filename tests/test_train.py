@@ -64,7 +64,7 @@ def test_train_then_evaluate_end_to_end(trained_run, make_cfg, tmp_path):
 
 def test_monitor_val_f1_chooses_the_checkpoint_and_tracks_the_best(make_cfg, tmp_path):
     run = tmp_path / "run"
-    metrics = train(make_cfg("monitor=val/f1", "trainer.max_epochs=2", "logger={}", out_dir=run))
+    metrics = train(make_cfg("monitor=val/f1", "trainer.max_epochs=2", "~logger", out_dir=run))
     saved = json.loads((run / "metrics.json").read_text())
     assert list(saved["best"]) == ["val/f1"]
     assert saved["best"]["val/f1"] == pytest.approx(metrics["val/f1_best"])
@@ -197,7 +197,7 @@ def test_cli_train_and_multirun(tmp_path, fer_dir):
 
 @pytest.mark.slow
 def test_overfit_a_few_batches(make_cfg):
-    metrics = train(make_cfg("debug=overfit", "test=false", "data.batch_size=16", "logger={}"))
+    metrics = train(make_cfg("debug=overfit", "test=false", "data.batch_size=16", "~logger"))
     assert metrics["train/acc"] >= 0.95, metrics
 
 

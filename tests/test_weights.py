@@ -64,7 +64,7 @@ def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path):
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=1",
             "test=false",
-            "logger={}",
+            "~logger",
             out_dir=tmp_path,
         )
     )
