@@ -156,5 +156,6 @@ def test_bundled_weights_reproduce_their_recorded_privatetest_accuracy(name, mak
         [f"ckpt_path={weights.weights_path(name)}", f"tta={recorded['tta']}"], tmp_path, data_dir, "evaluate"
     )
     measured = evaluate(cfg)
-    assert measured["n"] == 3589
+    # PrivateTest: 3,589 faces; its FER+ majority labels keep 3,153 (unknown / not-a-face dropped).
+    assert measured["n"] == recorded["n"] == (3153 if measured["labels"] == "ferplus" else 3589)
     assert measured["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
