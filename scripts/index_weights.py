@@ -2,8 +2,8 @@
 
     python scripts/index_weights.py NAME [--tta flip] [--realtime] [--data-dir data/fer2013]
 
-Scores ``emo/weights/NAME.ckpt`` on PublicTest (selection: FER-2013 accuracy and agreement with
-people) and on PrivateTest (the reported numbers), both with the model's TTA, and stores them
+Scores ``emo/weights/NAME.ckpt`` (one network or an ensemble file) on PublicTest (selection:
+FER-2013 accuracy and agreement with people) and on PrivateTest (the reported numbers), both with the model's TTA, and stores them
 with its size; ``cross`` holds the same against the other label set (FER+ majority for a model
 trained on FER-2013 labels, and the reverse). Run it once per model that enters the README; ``emo.weights.default_name()``
 reads only PublicTest.
@@ -48,7 +48,7 @@ def score(name: str, tta: str, data_dir: str) -> dict:
         "arch": model.hparams.arch,
         "classes": len(model.class_names),
         "labels": model.labels,
-        "params": sum(p.numel() for p in model.net.parameters()),
+        "params": sum(p.numel() for p in model.parameters()),  # an ensemble's: its members' sum
         "megabytes": round(weights.weights_path(name).stat().st_size / 1e6, 2),
         "tta": tta,
         **score_on(model, model.labels, tta, data_dir),

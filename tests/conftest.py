@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from emo.report.metrics import best_checkpoint
 from emo.train import train
 from tests.helpers import compose_cfg, synthetic_rows, write_csv, write_ferplus
 
@@ -52,6 +54,19 @@ def trained_run(tmp_path_factory, fer_dir) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("trained_run")
     metrics = train(compose_cfg(["trainer.max_epochs=2", "data.batch_size=32"], run, fer_dir))
     return run, metrics
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, fer_dir, trained_run) -> list[str]:
+    """Two briefly trained cnn3 checkpoints (different seeds: the shared run's 42, and 2)."""
+    root = tmp_path_factory.mktemp("runs")
+    paths = [json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]]
+    for seed in (2,):
+        out = root / f"s{seed}"
+        overrides = ["trainer.max_epochs=2", "~logger", "test=false", f"seed={seed}"]
+        train(compose_cfg(overrides, out, fer_dir))
+        paths.append(str(best_checkpoint(out)))
+    return paths
 
 
 @pytest.fixture(autouse=True)

@@ -143,21 +143,6 @@ def test_recipe_trains_with_device_augment_mix_and_ema(make_cfg, tmp_path):
     assert ev["accuracy"] == pytest.approx(saved["accuracy"])
 
 
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, fer_dir, trained_run):
-    """Two briefly trained cnn3 checkpoints (different seeds: the shared run's 42, and 2)."""
-    from tests.helpers import compose_cfg
-
-    root = tmp_path_factory.mktemp("runs")
-    paths = [json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"]]
-    for seed in (2,):
-        out = root / f"s{seed}"
-        overrides = ["trainer.max_epochs=2", "~logger", "test=false", f"seed={seed}"]
-        train(compose_cfg(overrides, out, fer_dir))
-        paths.append(str(best_checkpoint(out)))
-    return paths
-
-
 def test_ensemble_averages_member_probabilities(two_runs):
     ens = load_ensemble(two_runs)
     a, b = (load_checkpoint(p) for p in two_runs)

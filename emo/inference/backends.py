@@ -11,7 +11,7 @@ import torch
 
 from emo import weights
 from emo.errors import EmoError
-from emo.models.module import EmoModule, tta_views
+from emo.models.module import EmoModule, Ensemble, tta_views
 from emo.report.metrics import best_checkpoint
 
 INSTALL_HINT = "pip install 'emo[onnx]' (onnx, onnxruntime, onnxscript), or use --backend torch"
@@ -34,7 +34,7 @@ def onnx_metadata(session) -> tuple[list[str], dict]:
 
 
 class TorchBackend:
-    """Probabilities from an :class:`EmoModule` in PyTorch.
+    """Probabilities from an :class:`EmoModule` (or an :class:`Ensemble` of them) in PyTorch.
 
     The network runs in channels-last layout: on CPU oneDNN's convolutions take ~40% less time
     for a single 48x48 face (cnn3: 0.77 vs 1.31 ms), with the same results.
@@ -42,7 +42,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, module: EmoModule, channels_last: bool = True):
+    def __init__(self, module: EmoModule | Ensemble, channels_last: bool = True):
         self.module = module.eval()
         if channels_last:
             self.module.use_channels_last()

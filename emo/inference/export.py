@@ -30,7 +30,7 @@ from emo.data.fer2013 import TRAIN, default_cache_dir, load_fer2013
 from emo.data.transforms import preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
 from emo.inference.backends import INSTALL_HINT, OnnxBackend, resolve_checkpoint
-from emo.models.module import EmoModule, load_checkpoint
+from emo.models.module import EmoModule, Ensemble, load_checkpoint
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "faces", "probs"
@@ -53,8 +53,13 @@ def export_onnx(module: EmoModule, path: str | Path | None = None) -> bytes:
     ``path`` when given.
 
     Raises:
-        EmoError: the ONNX exporter's packages are missing.
+        EmoError: the ONNX exporter's packages are missing, or ``module`` is an ensemble.
     """
+    if isinstance(module, Ensemble):
+        raise EmoError(
+            f"{module.hparams.arch} is an ensemble: ONNX export takes one network; "
+            "export a member's checkpoint, or run the ensemble with backend torch"
+        )
     try:
         import onnx  # noqa: F401  (the exporter needs both)
         import onnxscript  # noqa: F401

@@ -32,7 +32,7 @@ from emo.errors import EmoError
 from emo.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_metadata
 from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
 from emo.inference.images import to_grey
-from emo.models.module import check_tta, load_checkpoint, tta_views
+from emo.models.module import check_tta, is_ensemble_file, load_checkpoint, tta_views
 from emo.paths import WEIGHTS_DIR
 
 #: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
@@ -115,8 +115,15 @@ class EmotionRecognizer:
         among the real-time ones that keep 70% FER-2013 accuracy (``emo.weights.default_name``);
         ``"leaderboard"``: the best on FER-2013's own labels.
 
+        ``"ensemble"``, once one is bundled (``emo/weights/ensemble.ckpt``, packed with
+        ``python -m emo.weights A.ckpt B.ckpt ... ensemble --fp16``): several networks whose
+        probabilities are averaged (members and TTA chosen on PublicTest), for the most accuracy at
+        the cost of running every member on each face; never the default (unless indexed as real
+        time), on the torch backend only.
+
         Args:
-            backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``).
+            backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``; not for an
+                ensemble).
             tta: the default test-time augmentation; ``None``: the model's recorded one
                 (``emo.weights.recorded_tta``, e.g. ``flip``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
@@ -151,8 +158,12 @@ class EmotionRecognizer:
                 for any other file ``none``.
             **kwargs: passed on to the detector (``max_side``, ``min_face``, ...).
 
+        An ensemble file (``python -m emo.weights A.ckpt B.ckpt NAME``) runs on the torch backend,
+        its members' probabilities averaged, with the same TTA handling.
+
         Raises:
-            EmoError: a missing or foreign file, an unknown backend or TTA.
+            EmoError: a missing or foreign file, an unknown backend or TTA, an ensemble with an
+                ONNX backend.
         """
         if backend not in BACKENDS:
             raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
@@ -161,6 +172,11 @@ class EmotionRecognizer:
             bundled = path.stem.removesuffix("-int8") if path.resolve().parent == WEIGHTS_DIR else None
             tta = weights.recorded_tta(bundled) if bundled in weights.index() else "none"
         check_tta(tta)
+        if backend != "torch" and path.suffix != ".onnx" and is_ensemble_file(path):
+            raise EmoError(
+                f"{path} is an ensemble, which runs on backend torch only (ONNX export takes one "
+                f"network): use backend='torch', or one member's checkpoint with {backend}"
+            )
         if backend == "onnx-int8" and path.suffix != ".onnx":
             int8 = path.with_name(f"{path.stem}-int8.onnx")
             if not int8.is_file():

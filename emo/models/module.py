@@ -3,11 +3,13 @@
 The checkpoint's hyper-parameters are plain data (``save_hyperparameters``: architecture name,
 class names, preprocessing, ...), so ``load_checkpoint(path)``, which is
 ``EmoModule.load_from_checkpoint`` with one-line errors, rebuilds a working classifier without
-Hydra.
+Hydra. A bundled ensemble file (``python -m emo.weights A.ckpt B.ckpt NAME``) holds several such
+checkpoints; ``load_checkpoint`` returns it as an :class:`Ensemble`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +34,10 @@ from emo.report.metrics import StageMetrics, confusion_figure
 log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip", "tencrop")
+#: The key, and its value, that mark an ensemble file: ``members`` holds one packed checkpoint
+#: (``state_dict``, ``hyper_parameters``, ...) per member; the top level the shared class names,
+#: preprocessing and labels (``hyper_parameters``) and the packing metrics (``emo_metrics``).
+FORMAT_KEY, ENSEMBLE_FORMAT = "emo_format", "ensemble"
 #: Ten-crop TTA: crops of this fraction of the side (44 px of 48), resized back to the input size.
 TENCROP_FRACTION = 11 / 12
 
@@ -380,41 +386,77 @@ def tta_views(x: torch.Tensor, tta: str) -> torch.Tensor:
     )
 
 
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    if not path.is_file():
+        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        raise EmoError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it"
+        ) from None
+
+
+def _check_contents(path: Path, ckpt: Any, which: str = "") -> None:
+    """One-line errors for contents that are not an emo checkpoint (``which``: an ensemble member)."""
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not {"arch", "class_names"} <= set(hp):
+        raise EmoError(
+            f"{path}{which} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
+        )
+    if not ckpt.get("pytorch-lightning_version"):  # what Lightning's loader reads first
+        raise EmoError(
+            f"{path}{which} is not an emo checkpoint (no Lightning version inside): use one written by emo.train"
+        )
+
+
+def _is_ensemble(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get(FORMAT_KEY) == ENSEMBLE_FORMAT
+
+
+def _check_ensemble(path: Path, ckpt: dict) -> None:
+    members = ckpt.get("members")
+    if not isinstance(members, list) or not members:
+        raise EmoError(f"{path} is an emo ensemble without members: pack it again with python -m emo.weights")
+    for i, member in enumerate(members, 1):
+        _check_contents(path, member, f" (ensemble member {i})")
+
+
+def is_ensemble_file(path: str | Path) -> bool:
+    """Whether ``path`` is a bundled ensemble file (``False`` for anything else, unreadable included)."""
+    try:  # mmap: the weights are not read to answer
+        return _is_ensemble(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # a missing, foreign or legacy-format file: not an ensemble file
+        return False
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The raw contents of an emo checkpoint file, checked to be one.
+
+    An ensemble file (``is_ensemble_file``) has no top-level ``state_dict``: its ``members`` are
+    checkpoints, each checked like a file of its own.
 
     Raises:
         EmoError: the file is missing, unreadable, or not an emo checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise EmoError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it"
-        ) from None
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not {"arch", "class_names"} <= set(hp):
-        raise EmoError(
-            f"{path} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
-        )
-    if not ckpt.get("pytorch-lightning_version"):  # what Lightning's loader reads first
-        raise EmoError(
-            f"{path} is not an emo checkpoint (no Lightning version inside): use one written by emo.train"
-        )
+    ckpt = _read(path, map_location)
+    if _is_ensemble(ckpt):
+        _check_ensemble(path, ckpt)
+    else:
+        _check_contents(path, ckpt)
     return ckpt
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule | Ensemble:
     """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone:
     ``EmoModule.load_from_checkpoint``, with a one-line error for a file it cannot use.
 
     Every emo checkpoint loads: training checkpoints, resumable ``last.ckpt`` files and packed
     (also fp16) weights, whose weights are cast back to float32. Those written before
     ``save_hyperparameters`` lack some arguments (their defaults apply) and store
-    ``preprocess.grayscale`` (:meth:`Preprocess.of` drops it).
+    ``preprocess.grayscale`` (:meth:`Preprocess.of` drops it). An ensemble file
+    (``python -m emo.weights A.ckpt B.ckpt NAME``) loads as an :class:`Ensemble` of its members.
 
     Raises:
         EmoError: the file is missing, unreadable, not an emo checkpoint, or its weights do not fit
@@ -423,6 +465,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
+    if is_ensemble_file(path):
+        return _load_ensemble_file(path, map_location)
     try:
         model = EmoModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except EmoError:
@@ -434,23 +478,86 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.eval()
 
 
-class Ensemble(L.LightningModule):
-    """Several trained classifiers for the same classes; predicts their mean probabilities."""
+def _load_ensemble_file(path: Path, map_location: str | torch.device) -> Ensemble:
+    ckpt = read_checkpoint(path, map_location)
+    members = []
+    for i, member in enumerate(ckpt["members"], 1):
+        buf = io.BytesIO()  # each member is a packed checkpoint: Lightning's loader rebuilds it
+        torch.save(member, buf)
+        buf.seek(0)
+        try:
+            model = EmoModule.load_from_checkpoint(buf, map_location=map_location, weights_only=True)
+        except EmoError:
+            raise
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            arch = member["hyper_parameters"]["arch"]
+            raise EmoError(f"{path}: ensemble member {i}'s weights do not fit {arch} ({first})") from None
+        members.append(model.eval())
+    check_ensemble_members(members, [f"{path} (member {i})" for i in range(1, len(members) + 1)])
+    return Ensemble(members).eval()
 
-    def __init__(self, members: Sequence[EmoModule]):
+
+class Ensemble(L.LightningModule):
+    """Several trained classifiers for the same classes and input; predicts their mean probabilities.
+
+    Built by :func:`load_ensemble` from checkpoint files, or by :func:`load_checkpoint` from an
+    ensemble file. It answers what callers read of an :class:`EmoModule`: ``class_names``,
+    ``preprocess``, ``labels``, ``predict_proba(x, tta)``, ``predict_tta``, and ``hparams`` with
+    ``arch`` (``ensemble(vgg_s, vgg_s, cnn3)``) and ``members`` (the members' architectures).
+    """
+
+    def __init__(self, members: Sequence[EmoModule | Ensemble]):
         super().__init__()
+        if not members:
+            raise EmoError("an ensemble needs at least one member")
         first = members[0]
         self.members = torch.nn.ModuleList(members)
         self.class_names, self.preprocess, self.labels = first.class_names, first.preprocess, first.labels
+        archs = [str(m.hparams.arch) for m in members]
+        self.save_hyperparameters(
+            {
+                "arch": f"ensemble({', '.join(archs)})",
+                "members": archs,
+                "class_names": list(first.class_names),
+                "preprocess": first.preprocess.as_dict(),
+                "labels": first.labels,
+            },
+            logger=False,
+        )
         self.predict_tta = "none"
+
+    def use_channels_last(self) -> None:
+        for m in self.members:
+            m.use_channels_last()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log mean probabilities (B, C): logits whose softmax is the ensemble's prediction (what
+        a distillation teacher's output or ``model(x).softmax(-1)`` is read as)."""
+        return torch.stack([m(x).float().softmax(-1) for m in self.members]).mean(0).log()
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """The members' mean :meth:`EmoModule.predict_proba` (B, C), each with TTA ``tta``."""
         return torch.stack([m.predict_proba(x, tta) for m in self.members]).mean(0)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.predict_proba(x, self.predict_tta)
+
+
+def check_ensemble_members(members: Sequence[EmoModule | Ensemble], names: Sequence[str]) -> None:
+    """Raise unless every member predicts the first's classes from the first's preprocessing.
+
+    Raises:
+        EmoError: one line naming the first member (of ``names``) that differs.
+    """
+    for name, m in zip(names[1:], members[1:]):
+        if m.class_names != members[0].class_names or m.preprocess != members[0].preprocess:
+            raise EmoError(
+                f"{name} predicts {m.class_names} from {m.preprocess}, unlike {names[0]}: "
+                "ensemble checkpoints trained on the same classes and preprocessing"
+            )
 
 
 def load_ensemble(paths: Sequence[str | Path], map_location: str | torch.device = "cpu") -> Ensemble:
@@ -460,10 +567,5 @@ def load_ensemble(paths: Sequence[str | Path], map_location: str | torch.device 
         EmoError: a file is not a usable checkpoint, or the members disagree on classes or input.
     """
     members = [load_checkpoint(p, map_location) for p in paths]
-    for path, m in zip(paths[1:], members[1:]):
-        if m.class_names != members[0].class_names or m.preprocess != members[0].preprocess:
-            raise EmoError(
-                f"{path} predicts {m.class_names} from {m.preprocess}, unlike {paths[0]}: "
-                "ensemble checkpoints trained on the same classes and preprocessing"
-            )
+    check_ensemble_members(members, [str(p) for p in paths])
     return Ensemble(members).eval()

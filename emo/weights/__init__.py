@@ -2,21 +2,27 @@
 
     python -m emo.weights outputs/.../checkpoints/best-....ckpt cnn3   # pack a run's checkpoint
     python -m emo.weights ... vgg_fer --fp16                          # half the size
+    python -m emo.weights A.ckpt B.ckpt C.ckpt ensemble --fp16 --metrics M.json   # an ensemble
 
 A packed file keeps only what inference needs (weights, architecture, class names,
 preprocessing) plus where it came from (the training command's metrics), so it is small and
-``emo.models.module.load_checkpoint`` reads it like any training checkpoint.
+``emo.models.module.load_checkpoint`` reads it like any training checkpoint. Several checkpoints
+before the name make one ensemble file (``pack_ensemble``: each member packed as above, at most
+``MAX_ENSEMBLE_MB``), which ``load_checkpoint`` returns as an ``Ensemble`` (mean probabilities);
+its metrics are the ``--metrics`` file given (e.g. ``python -m emo.evaluate 'ckpt_path=[A,B,C]'``'s).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+import emo
 from emo.errors import EmoError, exit_on_emo_error
 from emo.paths import WEIGHTS_DIR
 
@@ -31,6 +37,9 @@ def metrics(name: str) -> dict:
     ckpt = torch.load(weights_path(name), map_location="cpu", weights_only=True)
     return dict(ckpt.get("emo_metrics") or {})
 
+
+#: An ensemble file may not be larger than this (megabytes, 1e6 bytes): what the package carries.
+MAX_ENSEMBLE_MB = 25.0
 
 INDEX_NAME = "index.json"
 #: The default model keeps at least this FER-2013 PublicTest accuracy.
@@ -64,10 +73,19 @@ def _seven_class(records: dict[str, dict]) -> dict[str, dict]:
     }
 
 
+def is_ensemble(name: str) -> bool:
+    """Whether bundled model ``name`` is an ensemble file (several networks, averaged)."""
+    # Here, not at the top: only the index-less fallbacks ask, and the check lives with the loader.
+    from emo.models.module import is_ensemble_file
+
+    return is_ensemble_file(weights_path(name))
+
+
 def default_name() -> str:
     """The model people get: among the seven-class models that run in real time and keep
     ``DEFAULT_MIN_ACCURACY`` on FER-2013 PublicTest, the one that agrees with people best on
-    PublicTest (FER+ majority). Chosen from the index, so it follows newly bundled weights."""
+    PublicTest (FER+ majority). Chosen from the index, so it follows newly bundled weights.
+    An ensemble is never the default unless its index record says ``realtime``."""
     names = available()
     if not names:
         raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
@@ -78,16 +96,24 @@ def default_name() -> str:
     }
     if candidates:
         return max(candidates, key=lambda n: candidates[n]["publictest"].get("agreement", 0.0))
-    return leaderboard_name()
+    # The most accurate, as leaderboard_name(), but no slow ensemble (while any other model is bundled).
+    recorded = index()
+    fast = [n for n in names if recorded.get(n, {}).get("realtime") or not is_ensemble(n)]
+    return _most_accurate(fast or names)
 
 
 def leaderboard_name() -> str:
     """The seven-class model with the best FER-2013 PublicTest accuracy (the field's leaderboard
-    yardstick; PrivateTest is only reported). Without an index: the best recorded accuracy."""
+    yardstick; PrivateTest is only reported), an ensemble included. Without an index: the best
+    recorded accuracy."""
     names = available()
     if not names:
         raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
-    records = _seven_class(index())
+    return _most_accurate(names)
+
+
+def _most_accurate(names: list[str]) -> str:
+    records = {n: r for n, r in _seven_class(index()).items() if n in names}
     if records:
         return max(records, key=lambda n: records[n]["publictest"]["accuracy"])
     return max(names, key=lambda n: metrics(n).get("accuracy", 0.0))
@@ -109,6 +135,21 @@ def weights_path(name: str) -> Path:
     return path
 
 
+def _slim(ckpt: dict, fp16: bool) -> dict:
+    """What inference needs of a checkpoint's contents (optimizer state dropped)."""
+    state = ckpt["state_dict"]
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return {
+        "state_dict": state,
+        "hyper_parameters": ckpt["hyper_parameters"],
+        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
+        "emo_version": ckpt.get("emo_version"),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+    }
+
+
 def pack(src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bool = False) -> Path:
     """Write the inference part of checkpoint ``src`` to ``dst`` (optimizer state dropped).
 
@@ -117,46 +158,110 @@ def pack(src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bo
             back to float32, and predictions move by ~1e-3 in probability at most).
     """
     # Here, not at the top: naming and finding weights (every inference start-up) needs no Lightning.
-    from emo.models.module import load_checkpoint, read_checkpoint
+    from emo.models.module import Ensemble, load_checkpoint, read_checkpoint
 
-    load_checkpoint(src)  # the weights must fit the architecture they claim
-    ckpt = read_checkpoint(src)
-    state = ckpt["state_dict"]
-    if fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    slim = {
-        "state_dict": state,
-        "hyper_parameters": ckpt["hyper_parameters"],
-        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
-        "emo_version": ckpt.get("emo_version"),
-        "epoch": ckpt.get("epoch"),
-        "global_step": ckpt.get("global_step"),
-        "emo_metrics": metrics or {},
-    }
+    if isinstance(load_checkpoint(src), Ensemble):  # the weights must fit the architecture they claim
+        raise EmoError(f"{src} is an ensemble file already: pack its members' checkpoints together instead")
+    slim = {**_slim(read_checkpoint(src), fp16), "emo_metrics": metrics or {}}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)
     return dst
 
 
+def pack_ensemble(
+    srcs: list[str | Path],
+    dst: str | Path,
+    metrics: dict | None = None,
+    fp16: bool = False,
+) -> Path:
+    """Write checkpoints ``srcs`` as one ensemble file ``dst``, which ``load_checkpoint`` returns as
+    an ``Ensemble`` (their mean probabilities).
+
+    Each member is packed as :func:`pack` would (fp16 when asked); the file's top level holds the
+    shared class names, preprocessing and labels, the ensemble marker and ``metrics`` (the
+    ensemble's own, e.g. from ``python -m emo.evaluate 'ckpt_path=[A,B]'``).
+
+    Raises:
+        EmoError: fewer than two checkpoints, one unusable or itself an ensemble, members that
+            disagree on classes or preprocessing, or a file over ``MAX_ENSEMBLE_MB``; nothing is
+            written then.
+    """
+    # Here, not at the top: as in pack().
+    from emo.models.module import (
+        ENSEMBLE_FORMAT,
+        FORMAT_KEY,
+        Ensemble,
+        check_ensemble_members,
+        load_checkpoint,
+        read_checkpoint,
+    )
+
+    if len(srcs) < 2:
+        raise EmoError(f"an ensemble needs two checkpoints or more, not {len(srcs)}: pack one with pack()")
+    members = [load_checkpoint(p) for p in srcs]  # the weights must fit the architecture they claim
+    for path, m in zip(srcs, members):
+        if isinstance(m, Ensemble):
+            raise EmoError(
+                f"{path} is an ensemble file already: pack its members' checkpoints together instead"
+            )
+    check_ensemble_members(members, [str(p) for p in srcs])
+    raw = [read_checkpoint(p) for p in srcs]
+    contents = {
+        FORMAT_KEY: ENSEMBLE_FORMAT,
+        "members": [_slim(r, fp16) for r in raw],
+        "hyper_parameters": dict(Ensemble(members).hparams),  # arch, members, classes, preprocess, labels
+        "pytorch-lightning_version": raw[0].get("pytorch-lightning_version"),
+        "emo_version": emo.__version__,
+        "emo_metrics": metrics or {},
+    }
+    buf = io.BytesIO()
+    torch.save(contents, buf)
+    size = buf.getbuffer().nbytes / 1e6
+    if size > MAX_ENSEMBLE_MB:
+        raise EmoError(
+            f"the ensemble of {len(srcs)} would take {size:.1f} MB, over the {MAX_ENSEMBLE_MB:g} MB a bundled file "
+            "may take: drop a member" + ("" if fp16 else " or pack in fp16 (--fp16)")
+        )
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(buf.getvalue())
+    return dst
+
+
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Pack a training checkpoint as bundled weights.")
-    parser.add_argument("ckpt", help="a run's checkpoints/best-*.ckpt")
-    parser.add_argument("name", help="bundled name, e.g. cnn3")
+    parser = argparse.ArgumentParser(
+        description="Pack a training checkpoint as bundled weights; several checkpoints: one ensemble file."
+    )
     parser.add_argument(
-        "--metrics", help="the run's metrics.json, stored alongside (default: next to the run)"
+        "ckpt", nargs="+", help="a run's checkpoints/best-*.ckpt; two or more make an ensemble"
+    )
+    parser.add_argument("name", help="bundled name, e.g. cnn3 (or ensemble)")
+    parser.add_argument(
+        "--metrics",
+        help="the run's metrics.json, stored alongside (default: next to the run; "
+        "an ensemble's own only when given, e.g. from python -m emo.evaluate 'ckpt_path=[A,B]')",
     )
     parser.add_argument("--fp16", action="store_true", help="store the weights in half precision")
     parser.add_argument("--out", help="write here instead of emo/weights/NAME.ckpt")
     args = parser.parse_args(argv)
-    metrics_file = (
-        Path(args.metrics) if args.metrics else Path(args.ckpt).resolve().parent.parent / "metrics.json"
-    )
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    single = len(args.ckpt) == 1
+    if args.metrics:
+        metrics_file: Path | None = Path(args.metrics)
+    elif single:
+        metrics_file = Path(args.ckpt[0]).resolve().parent.parent / "metrics.json"
+    else:
+        metrics_file = None  # a member's metrics are not the ensemble's
+    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
     metrics.pop("checkpoint", None)  # a path on the training machine means nothing elsewhere
-    dst = pack(args.ckpt, args.out or WEIGHTS_DIR / f"{args.name}.ckpt", metrics, fp16=args.fp16)
-    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    dst = args.out or WEIGHTS_DIR / f"{args.name}.ckpt"
+    if single:
+        dst = pack(args.ckpt[0], dst, metrics, fp16=args.fp16)
+    else:
+        dst = pack_ensemble(args.ckpt, dst, metrics, fp16=args.fp16)
+    what = "" if single else f", an ensemble of {len(args.ckpt)}"
+    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB{what})", file=sys.stderr)
 
 
 if __name__ == "__main__":
