@@ -29,7 +29,7 @@ serve: $(STAMP) ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-se
 install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
 test: $(STAMP) ## run the fast test suite (synthetic data, in-process, one worker per core up to 4: under a minute on 2)
-	$(PY) -m pytest -q -n auto --maxprocesses 4
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 test-slow: $(STAMP) ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
 	$(PY) -m pytest -q -m slow

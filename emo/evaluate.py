@@ -115,14 +115,15 @@ def evaluate(cfg: DictConfig) -> dict:
     write_metrics(out / "metrics.json", summary, **run)
     (out / "classification_report.txt").write_text(classification_report(summary))
     title = f"{SPLITS[cfg.split]} ({cfg.split}), TTA {cfg.tta}"
-    confusion_figure(cm, classes, title).savefig(out / "confusion_matrix.png", dpi=120)
-    plot_roc(probs, labels, classes, title).savefig(out / "roc.png", dpi=120)
-    run_dir = Path(paths[0]).resolve().parent.parent  # <run>/checkpoints/x.ckpt
-    curves = plot_curves(run_dir)
-    if curves is not None:
-        curves.savefig(out / "curves.png", dpi=120)
-    else:
-        log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
+    if cfg.get("plots", True):
+        confusion_figure(cm, classes, title).savefig(out / "confusion_matrix.png", dpi=120)
+        plot_roc(probs, labels, classes, title).savefig(out / "roc.png", dpi=120)
+        run_dir = Path(paths[0]).resolve().parent.parent  # <run>/checkpoints/x.ckpt
+        curves = plot_curves(run_dir)
+        if curves is not None:
+            curves.savefig(out / "curves.png", dpi=120)
+        else:
+            log.info("no TensorBoard logs next to the checkpoint (%s): skipped curves.png", run_dir)
     print_metrics(summary, f"{title} - {', '.join(map(str, paths))}")
     log.info("report written to %s", out)
     return {**summary, **run}

@@ -101,6 +101,8 @@ def compose_cfg(
                 # A ~2-epoch average never leaves the random start in a run of a few steps;
                 # tests that are about EMA ask for it (callbacks.ema.decay=...).
                 cfg.callbacks.ema = None
+        if "plots" in cfg and not any(o.startswith("plots=") for o in overrides):
+            cfg.plots = False  # ~1.5 s of figures per evaluation; tests that look at them ask
     return cfg
 
 

@@ -43,7 +43,7 @@ def test_train_then_evaluate_end_to_end(trained_run, make_cfg, tmp_path):
     assert not model.training
 
     report = tmp_path / "report"
-    summary = evaluate(make_cfg(f"ckpt_path={best}", config_name="evaluate", out_dir=report))
+    summary = evaluate(make_cfg(f"ckpt_path={best}", "plots=true", config_name="evaluate", out_dir=report))
     for name in (
         "metrics.json",
         "classification_report.txt",
@@ -111,6 +111,9 @@ def test_tta_modes_are_mirror_invariant_and_reported(trained_run, make_cfg, tmp_
             make_cfg(f"ckpt_path={best}", f"tta={tta}", config_name="evaluate", out_dir=tmp_path / tta)
         )
         assert saved["tta"] == tta
+        assert (tmp_path / tta / "metrics.json").is_file() and not list(
+            (tmp_path / tta).glob("*.png")
+        )  # plots=false
     with pytest.raises(EmoError, match="tta='fivecrop' is not valid: choose one of none, flip, tencrop"):
         evaluate(make_cfg(f"ckpt_path={best}", "tta=fivecrop", config_name="evaluate"))
 
