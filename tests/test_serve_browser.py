@@ -112,7 +112,10 @@ def test_page_shows_a_labelled_face_box_from_the_camera(tmp_path):
             status = page.locator("#status").inner_text()
             # the upload form: a photo replaces the camera view
             page.set_input_files("#file", str(sample_path("astronaut")))
-            page.click("#upload button[type=submit]")
+            with page.expect_request(lambda r: "/predict" in r.url) as sent:
+                page.click("#upload button[type=submit]")
+            # the TTA menu starts on "auto": no tta sent, so /predict uses the model's recorded one
+            assert page.eval_on_selector("#tta", "e => e.value") == "" and "tta=" not in sent.value.url
             page.wait_for_function(
                 "document.querySelector('#status').textContent.startsWith('astronaut.png')"
             )

@@ -120,9 +120,12 @@ function sendFrame() {
   }).catch(() => { inFlight = false; setTimeout(sendFrame, 100); }); // camera not ready yet
 }
 
+// "auto" (empty) leaves TTA to the server: none on /live, the model's recorded one on /predict.
+const ttaQuery = () => ($("tta").value ? `?tta=${$("tta").value}` : "");
+
 function openSocket() {
   if (socket) socket.close();
-  const url = new URL(`live?tta=${$("tta").value}`, location.href);
+  const url = new URL(`live${ttaQuery()}`, location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   socket = new WebSocket(url);
   inFlight = false;
@@ -173,7 +176,7 @@ async function classifyPhoto(event) {
   status("Classifying…");
   const body = new FormData();
   body.append("file", file);
-  const response = await fetch(`predict?tta=${$("tta").value}`, { method: "POST", body });
+  const response = await fetch(`predict${ttaQuery()}`, { method: "POST", body });
   const answer = await response.json();
   if (!response.ok) { status(`${response.status}: ${answer.detail}`, true); return; }
   photo = await createImageBitmap(file);
