@@ -128,10 +128,10 @@ class EmotionRecognizer:
                 (``emo.weights.recorded_tta``, e.g. ``flip``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
         """
-        name = weights.resolve_name(name or "default")
-        path = weights.weights_path(name)
-        tta = weights.recorded_tta(name) if tta is None else tta
-        return cls.from_checkpoint(path, backend=backend, tta=tta, _source=name, **kwargs)
+        name = weights.resolve_name(name or "default")  # from_checkpoint finds its recorded TTA
+        return cls.from_checkpoint(
+            weights.weights_path(name), backend=backend, tta=tta, _source=name, **kwargs
+        )
 
     @classmethod
     def from_checkpoint(
@@ -170,7 +170,7 @@ class EmotionRecognizer:
         path = Path(path)
         if tta is None:
             bundled = path.stem.removesuffix("-int8") if path.resolve().parent == WEIGHTS_DIR else None
-            tta = weights.recorded_tta(bundled) if bundled in weights.index() else "none"
+            tta = weights.recorded_tta(bundled) if bundled else "none"  # "none" where unrecorded
         check_tta(tta)
         if backend != "torch" and path.suffix != ".onnx" and is_ensemble_file(path):
             raise EmoError(
