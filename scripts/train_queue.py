@@ -8,7 +8,9 @@
     python scripts/train_queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
                                        # so a session on another machine can resume it
 
-A run is skipped when its result is committed (``runs/NAME/result.json`` and ``runs/NAME/NAME.ckpt``).
+A run is skipped when its result is committed (``runs/NAME/result.json`` and ``runs/NAME/NAME.ckpt``),
+or while its entry has ``hold: <reason>`` (a run that another run's result decides whether to spend
+CPU hours on; delete the line to let it run).
 Otherwise its command runs with ``hydra.run.dir=QUEUE_DIR/NAME`` added, plus
 ``ckpt_path=.../last.ckpt`` when an earlier attempt left one (or ``runs/NAME/resume.ckpt`` was
 committed). QUEUE_DIR is ``$EMO_QUEUE_DIR`` or ``~/.cache/emo/queue``: outside the work tree, so
@@ -235,7 +237,9 @@ def run_queue(commit: bool = True) -> None:
     """Run the first pending run, then read the queue file again (runs may be added meanwhile)."""
     failed: set[str] = set()
     while True:
-        pending = [e for e in load_queue() if not is_done(e["name"]) and e["name"] not in failed]
+        pending = [
+            e for e in load_queue() if not (is_done(e["name"]) or e.get("hold") or e["name"] in failed)
+        ]
         if not pending:
             break
         entry = pending[0]
@@ -300,6 +304,8 @@ def status() -> None:
             r = json.loads((RUNS / name / "result.json").read_text())
             acc = r["publictest"][r["tta"]]["accuracy"]
             state = f"done: PublicTest {acc:.2%} ({r['tta']})"
+        elif e.get("hold"):
+            state = f"held: {e['hold']}"
         else:
             last = run_dir(name) / "checkpoints" / "last.ckpt"
             state = f"epoch {epoch_of(last)} saved" if last.is_file() else "pending"

@@ -49,3 +49,11 @@ def test_cnn3_is_the_reference_network():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(EmoError, match="unknown model 'vgg99': choose one of .*cnn3"):
         create_model("vgg99")
+
+
+@pytest.mark.parametrize(
+    "name, millions", [("vgg_t", 0.29), ("vgg_s", 0.84), ("resnet_s", 1.23), ("vgg_m", 2.06)]
+)
+def test_cpu_nets_have_the_sizes_their_docs_state(name, millions):
+    net = create_model(name)
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 2) == millions

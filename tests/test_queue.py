@@ -40,3 +40,26 @@ def test_resumable_accepts_a_last_ckpt_and_explains_what_it_refuses(trained_run,
     assert train_queue.resumable(slim) == "it holds weights only (no optimizer or loop state)"
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     assert "unreadable" in train_queue.resumable(tmp_path / "junk.ckpt")
+
+
+def test_held_runs_wait_and_the_queue_goes_on_past_them(monkeypatch):
+    entries = [
+        {"name": "a", "command": "python -m emo.train x=1", "hold": "decided by b's result"},
+        {"name": "b", "command": "python -m emo.train x=2"},
+    ]
+    done, trained = set(), []
+
+    def fake_train(entry):
+        trained.append(entry["name"])
+        done.add(entry["name"])
+        return True
+
+    monkeypatch.setattr(train_queue, "load_queue", lambda: entries)
+    monkeypatch.setattr(train_queue, "is_done", lambda name: name in done)
+    monkeypatch.setattr(train_queue, "train", fake_train)
+    monkeypatch.setattr(train_queue, "finish", lambda entry, commit: None)
+    train_queue.run_queue(commit=False)
+    assert trained == ["b"]
+    del entries[0]["hold"]  # the line deleted: the next pass runs it
+    train_queue.run_queue(commit=False)
+    assert trained == ["b", "a"]

@@ -1,5 +1,6 @@
-"""``resnet18_fer``: ResNet-18 with a 3x3 stem and no early max-pool, so the 48-px input is not
-thrown away in the first layer (stages at 48, 24, 12 and 6 px)."""
+"""ResNets with a 3x3 stem and no early max-pool, so the 48-px input is not thrown away in the
+first layer (stages at 48, 24, 12 and 6 px): ``resnet18_fer`` (GPU) and ``resnet_s``, one block
+per stage, which trains on a CPU and brings a different architecture to an ensemble."""
 
 from __future__ import annotations
 
@@ -66,4 +67,13 @@ class ResNet(nn.Module):
 @register_model
 def resnet18_fer(**kwargs) -> ResNet:
     """ResNet-18 for 48-px faces (~11.2M parameters; 22 MB in fp16)."""
+    return ResNet(**kwargs)
+
+
+@register_model
+def resnet_s(**kwargs) -> ResNet:
+    """Small ResNet: one basic block per stage at 32-256 filters (1.23M parameters, 142M
+    multiply-adds per face; vgg_s 105M)."""
+    kwargs.setdefault("widths", (32, 64, 128, 256))
+    kwargs.setdefault("blocks", (1, 1, 1, 1))
     return ResNet(**kwargs)
