@@ -80,7 +80,19 @@ def last_ckpt(name: str) -> Path | None:
     if not local.is_file() and committed.is_file():
         local.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(committed, local)
+        timing = RUNS / name / "queue_time.json"  # the time spent before it was saved
+        if timing.is_file():
+            shutil.copy2(timing, run_dir(name) / "queue_time.json")
     return local if local.is_file() else None
+
+
+def wall_so_far(timing: Path) -> float:
+    """Seconds of training a run has had, over every attempt and machine (``queue_time.json``:
+    ``wall_s`` of the attempts that ended, ``since``: when the one in progress started)."""
+    if not timing.is_file():
+        return 0.0
+    t = json.loads(timing.read_text())
+    return t["wall_s"] + (time.time() - t["since"] if "since" in t else 0.0)
 
 
 def resumable(path: Path) -> str | None:
@@ -130,8 +142,8 @@ def train(entry: dict) -> bool:
     else:
         say(f"{name}: starting: {entry['command']}")
     timing = out / "queue_time.json"
-    spent = json.loads(timing.read_text())["wall_s"] if timing.is_file() else 0.0
-    start = time.time()
+    spent, start = wall_so_far(timing), time.time()
+    timing.write_text(json.dumps({"wall_s": spent, "since": start}) + "\n")
     with open(out / "train.log", "a") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emo.train", *args], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
@@ -180,11 +192,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
     dest = RUNS / name
     dest.mkdir(parents=True, exist_ok=True)
     hp = model.hparams
-    wall = (
-        json.loads((out / "queue_time.json").read_text())["wall_s"]
-        if (out / "queue_time.json").is_file()
-        else None
-    )
+    wall = wall_so_far(out / "queue_time.json") or None
     result = {
         "name": name,
         "command": entry["command"],
@@ -209,6 +217,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
     torch.save({"class_names": model.class_names, **probs}, dest / "val_probs.pt")
     (dest / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     (dest / "resume.ckpt").unlink(missing_ok=True)
+    (dest / "queue_time.json").unlink(missing_ok=True)
     say(f"{name}: PublicTest {val['none']['accuracy']:.2%} (none), {val['flip']['accuracy']:.2%} (flip)")
     if commit:
         git_commit(dest, f"queue: {name} done, PublicTest {val[tta]['accuracy']:.2%} ({tta} TTA)")
@@ -326,6 +335,9 @@ def save() -> None:
             say(f"{e['name']}: not saved, {dest} would not resume ({why}); run save again")
             dest.unlink()
             continue
+        # The time spent so far travels with it (the run's CPU time in result.json and the README).
+        spent = wall_so_far(run_dir(e["name"]) / "queue_time.json")
+        (dest.parent / "queue_time.json").write_text(json.dumps({"wall_s": round(spent)}) + "\n")
         git_commit(dest.parent, f"queue: {e['name']} resumable at epoch {epoch_of(dest)}")
 
 

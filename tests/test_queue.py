@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import time
 
 import pytest
 import torch
@@ -63,3 +64,12 @@ def test_held_runs_wait_and_the_queue_goes_on_past_them(monkeypatch):
     del entries[0]["hold"]  # the line deleted: the next pass runs it
     train_queue.run_queue(commit=False)
     assert trained == ["b", "a"]
+
+
+def test_a_runs_time_adds_up_over_attempts_and_counts_the_one_in_progress(tmp_path):
+    timing = tmp_path / "queue_time.json"
+    assert train_queue.wall_so_far(timing) == 0.0
+    timing.write_text('{"wall_s": 100.0}')
+    assert train_queue.wall_so_far(timing) == 100.0
+    timing.write_text(f'{{"wall_s": 100.0, "since": {time.time() - 50}}}')  # started 50 s ago
+    assert 150.0 <= train_queue.wall_so_far(timing) < 160.0
