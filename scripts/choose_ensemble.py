@@ -133,6 +133,13 @@ def main() -> None:
     parser.add_argument("members", nargs="*", help="runs, bundled names or checkpoints (default: all)")
     parser.add_argument("--max-members", type=int, default=5)
     parser.add_argument("--top", type=int, default=10, help="rows of subsets to print")
+    parser.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.3,
+        help="points over the best single model before packing is suggested (default 0.3: ~11 faces; "
+        "the best of many subsets beats it by a few faces by chance)",
+    )
     parser.add_argument("--out", type=Path, help="write the ranking as JSON here")
     args = parser.parse_args()
 
@@ -165,13 +172,14 @@ def main() -> None:
     print("\n".join(row(s) for s in groups[: args.top]))
     if groups:
         best, by_name = groups[0], {m.name: m for m in members}
-        beats = best.accuracy > singles[0].accuracy
+        gain = (best.accuracy - singles[0].accuracy) * 100
+        beats = gain >= args.min_gain
         print(
             f"\nbest subset: {' + '.join(best.members)} with TTA {best.tta}: {best.accuracy:.2%} against the best "
-            f"single model's {singles[0].accuracy:.2%} ({'+' if beats else ''}{(best.accuracy - singles[0].accuracy) * 100:.2f} points)"
+            f"single model's {singles[0].accuracy:.2%} ({gain:+.2f} points)"
         )
         if not beats:
-            print("no subset beats the best single model: nothing to pack")
+            print(f"no subset beats the best single model by {args.min_gain} points: nothing to pack")
         else:
             ckpts = " ".join(str(by_name[n].ckpt.relative_to(ROOT)) for n in best.members)
             print(f"pack it:  python -m emo.weights {ckpts} ensemble --fp16")
