@@ -216,3 +216,27 @@ def test_resume_from_last_ckpt(make_cfg, tmp_path):
     assert state["epoch"] == 3  # continued at epoch 2, not from scratch
     assert state["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
     assert "val/acc" in metrics
+
+
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_validation_scores_with_val_tta(tta):
+    import lightning as L
+
+    torch.manual_seed(0)
+    model = EmoModule(arch="cnn3", val_tta=tta).eval()
+    x, y = torch.randn(64, 1, 48, 48), torch.randint(0, 7, (64,))
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    logged = trainer.validate(
+        model, torch.utils.data.DataLoader(list(zip(x, y)), batch_size=16), verbose=False
+    )[0]
+    expected = (model.predict_proba(x, tta).argmax(-1) == y).float().mean().item()
+    assert logged["val/acc"] == pytest.approx(expected, abs=1e-6)
+    plain = (model(x).argmax(-1) == y).float().mean().item()
+    assert tta == "none" or expected != plain  # the mirrored faces change some predictions here
+
+
+def test_val_tta_must_be_a_known_one():
+    with pytest.raises(EmoError, match="tta"):
+        EmoModule(arch="cnn3", val_tta="mirror")

@@ -97,6 +97,10 @@ class EmoModule(L.LightningModule):
             agreement with people while ``val/acc`` is at least this, and agreement - 1 below it:
             ``monitor=val/agree_ok`` selects the epoch that agrees with people best among those
             that keep this FER-2013 accuracy (the rule for the default model).
+        val_tta: the test-time augmentation validation scores with (``none``, ``flip``,
+            ``tencrop``), and so what the monitored metric and the best checkpoint are chosen on:
+            set it to the TTA the model will run with (flip: one more forward pass over
+            PublicTest per epoch). The validation loss stays the plain forward pass's.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class EmoModule(L.LightningModule):
         distill_optional: bool = False,
         agree_min_acc: float = 0.70,
         labels: str = "fer2013",
+        val_tta: str = "none",
     ):
         super().__init__()
         # Plain data before save_hyperparameters, which saves these arguments as they now are.
@@ -129,6 +134,7 @@ class EmoModule(L.LightningModule):
         distill_from = [str(p) for p in distill_from or []]
         distill_targets = str(distill_targets) if distill_targets else None
         # The optimizer and scheduler are training code (Hydra partials), not data.
+        check_tta(val_tta)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names, self.preprocess, self.labels = class_names, Preprocess.of(preprocess), labels
         self.net = create_model(arch, in_chans=1, num_classes=len(class_names), **net_kwargs)
@@ -303,7 +309,9 @@ class EmoModule(L.LightningModule):
         x, y, *people = batch  # people: FER+ majority labels (B,), when the votes were found
         logits = self(x)
         getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
-        getattr(self, f"{stage}_metrics").update(logits, y, people[0] if people else None)
+        tta = self.hparams.get("val_tta", "none") if stage == "val" else "none"
+        preds = logits if tta == "none" else self.predict_proba(x, tta)
+        getattr(self, f"{stage}_metrics").update(preds, y, people[0] if people else None)
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx: int) -> None:
