@@ -18,6 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from emo import weights  # noqa: E402
 from emo.inference import serve  # noqa: E402
 from emo.inference.realtime import REALTIME_DETECTOR  # noqa: E402
 from emo.inference.recognizer import Face  # noqa: E402
@@ -325,7 +326,7 @@ def test_cli_defaults_and_detector_passing(monkeypatch):
     serve.load_recognizer(None, "onnx", "yunet")
     assert seen == [
         ("cnn3.ckpt", {"backend": "torch"}),
-        ("vgg_s.ckpt", {"backend": "onnx", "detector": "yunet"}),
+        (f"{weights.default_name()}.ckpt", {"backend": "onnx", "detector": "yunet"}),  # no name: the default
     ]
     with pytest.raises(SystemExit):
         serve.parse_args(["--detector", "mtcnn"])
