@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
+from emo import weights
 from emo.samples import moving_face_frames, write_video
 
 pytestmark = pytest.mark.slow
 TOOLS = ("Xvfb", "import", "xdotool")
-TITLE = "emo - vgg_s"
+TITLE = f"emo - {weights.default_name()}"  # the window names the model it runs
 
 
 def have_tkinter() -> bool:
