@@ -99,8 +99,9 @@ class EmoModule(L.LightningModule):
             that keep this FER-2013 accuracy (the rule for the default model).
         val_tta: the test-time augmentation validation scores with (``none``, ``flip``,
             ``tencrop``), and so what the monitored metric and the best checkpoint are chosen on:
-            set it to the TTA the model will run with (flip: one more forward pass over
-            PublicTest per epoch). The validation loss stays the plain forward pass's.
+            set it to the TTA the model will run with (flip: two more forward passes over
+            PublicTest per epoch, as ``predict_proba`` scores every view, the plain one
+            included). The validation loss stays the plain forward pass's.
     """
 
     def __init__(
@@ -309,7 +310,7 @@ class EmoModule(L.LightningModule):
         x, y, *people = batch  # people: FER+ majority labels (B,), when the votes were found
         logits = self(x)
         getattr(self, f"{stage}_loss")(F.cross_entropy(logits, y))
-        tta = self.hparams.get("val_tta", "none") if stage == "val" else "none"
+        tta = self.hparams.val_tta if stage == "val" else "none"
         preds = logits if tta == "none" else self.predict_proba(x, tta)
         getattr(self, f"{stage}_metrics").update(preds, y, people[0] if people else None)
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True, prog_bar=stage == "val")
