@@ -97,6 +97,16 @@ def test_augment_presets_add_the_promised_steps(make_cfg):
         "RoundedGaussNoise",
         "ImageCompression",
     ]
+    assert steps("camera_kept") == [  # the steps that passed issue 15's test one by one
+        "HorizontalFlip",
+        "FaceFrameAffine",
+        "CornerPerspective",
+        "MeanBrightnessContrast",
+        "LogRatioErasing",
+        "GaussianBlur",
+        "RoundedGaussNoise",
+        "ImageCompression",
+    ]
 
 
 def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
@@ -106,7 +116,7 @@ def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
 
 
 def test_unknown_augment_preset_lists_valid_ones():
-    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of camera, light, none, strong"):
+    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of camera, camera_kept, light, none, strong"):
         check_group_choices(group_overrides(["data.augment=medium"]), CONF_DIR)
 
 
