@@ -15,6 +15,7 @@ from emo.report.analysis import (
     duplicate_groups,
     find_data_dir,
     mistakes_figure,
+    on_same_needed,
     pixel_stats,
     pixel_stats_figure,
     predict_probs,
@@ -22,6 +23,7 @@ from emo.report.analysis import (
     reliability_figure,
     sample_grid,
     synthetic_fer,
+    two_yardsticks,
 )
 
 
@@ -100,3 +102,38 @@ def test_find_data_dir(tmp_path, monkeypatch):
     assert find_data_dir([tmp_path / "nothing", tmp_path]) == tmp_path
     monkeypatch.setenv("EMO_DATA_DIR", str(tmp_path))
     assert find_data_dir([]) == tmp_path
+
+
+def _sixteen_faces():
+    """10 faces whose two labels agree, 4 where they differ, 2 with no people label."""
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 3, 4, 4, 5, 6])
+    people = np.array([0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 6, 6, 0, 0, -1, -1])
+    return labels, people
+
+
+def test_two_yardsticks_splits_answers_by_whether_the_labels_agree():
+    labels, people = _sixteen_faces()
+    pred = labels.copy()
+    pred[9] = 3  # one same face wrong
+    pred[[12, 13]] = people[[12, 13]]  # two diff faces answered as people, one as FER-2013, one as neither
+    pred[11] = 1
+    s = two_yardsticks(pred, labels, people)
+    assert (s["n"], s["n_counted"], s["n_same"], s["n_diff"]) == (16, 14, 10, 4)
+    assert s["accuracy"] == pytest.approx(12 / 16) and s["agreement"] == pytest.approx(11 / 14)
+    assert s["on_same"] == pytest.approx(0.9)
+    assert (s["diff_fer"], s["diff_people"], s["diff_neither"]) == pytest.approx((0.25, 0.5, 0.25))
+
+
+def test_on_same_needed_is_what_a_model_meeting_the_bar_exactly_has():
+    labels, people = _sixteen_faces()
+    pred = labels.copy()
+    pred[9] = 3
+    pred[[12, 13]] = people[[12, 13]]  # diff: 2 as FER-2013 (10, 11), 2 as people; no neither
+    s = two_yardsticks(pred, labels, people)
+    assert s["diff_neither"] == 0
+    # This model meets accuracy 13/16 and agreement 11/14 exactly, so it needs what it has...
+    assert on_same_needed(s, 13 / 16, 11 / 14) == pytest.approx(s["on_same"])
+    # ...one more point of either yardstick needs more, and each diff face answered as neither costs
+    assert on_same_needed(s, 14 / 16, 11 / 14) > s["on_same"]
+    assert on_same_needed(s, 13 / 16, 11 / 14, diff_neither=0.25) == pytest.approx(0.95)
+    assert on_same_needed(s, 1.0, 1.0) > 1  # out of reach: the labels differ on 4 faces

@@ -231,3 +231,49 @@ def mistakes_figure(
         ax.set_title(f"{class_names[p.argmax()]} {p.max():.0%}\ntrue: {class_names[labels[i]]}", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def two_yardsticks(pred: np.ndarray, labels: np.ndarray, people: np.ndarray) -> dict:
+    """Where a model's FER-2013 accuracy and its agreement with people come from.
+
+    ``pred``, ``labels``: predicted and FER-2013 classes (N,); ``people``: the FER+ majority in the
+    same classes, ``-1`` where it is none of them (such faces count for accuracy only). Faces
+    counted for agreement split into *same* (the two labels agree: one answer scores on both
+    yardsticks) and *diff* (they differ: an answer scores on one at most). Returns the counts,
+    ``accuracy``, ``agreement``, ``on_same`` (accuracy on same faces), and on diff faces the share
+    answered as FER-2013 (``diff_fer``), as people (``diff_people``) or as neither.
+    """
+    pred, labels, people = (np.asarray(a) for a in (pred, labels, people))
+    counted = people >= 0
+    same, diff = counted & (people == labels), counted & (people != labels)
+    n_same, n_diff = int(same.sum()), int(diff.sum())
+    diff_fer = float((pred[diff] == labels[diff]).mean()) if n_diff else 0.0
+    diff_people = float((pred[diff] == people[diff]).mean()) if n_diff else 0.0
+    return {
+        "n": len(labels),
+        "n_counted": int(counted.sum()),
+        "n_same": n_same,
+        "n_diff": n_diff,
+        "accuracy": float((pred == labels).mean()),
+        "agreement": float((pred[counted] == people[counted]).mean()) if counted.any() else 0.0,
+        "on_same": float((pred[same] == labels[same]).mean()) if n_same else 0.0,
+        "diff_fer": diff_fer,
+        "diff_people": diff_people,
+        "diff_neither": 1.0 - diff_fer - diff_people,
+    }
+
+
+def on_same_needed(split: dict, accuracy: float, agreement: float, diff_neither: float = 0.0) -> float:
+    """The accuracy on same faces (:func:`two_yardsticks`) that ``accuracy`` and ``agreement``
+    together need at best, when a share ``diff_neither`` of the diff faces is answered as neither
+    label and the rest is split between the two as well as can be, and every face that counts for
+    accuracy only is right. Above 1: out of reach.
+
+    From acc·n <= same·c + fer·diff + (n - counted) and agree·counted <= same·c + people·diff with
+    fer + people = 1 - diff_neither: c >= (acc·n + agree·counted - (n - counted) -
+    (1 - diff_neither)·diff) / (2·same).
+    """
+    s = split
+    return (
+        accuracy * s["n"] + agreement * s["n_counted"] - (s["n"] - s["n_counted"]) - (1 - diff_neither) * s["n_diff"]
+    ) / (2 * s["n_same"])
