@@ -157,6 +157,15 @@ def train(entry: dict) -> bool:
     return True
 
 
+def choose_tta(val: dict, monitor: dict, min_acc: float = 0.70) -> str:
+    """The TTA a run's PublicTest scores (``{tta: {"accuracy", "agreement", ...}}``) pick, by the
+    run's own rule: accuracy, or for a run that monitored ``val/agree_ok`` (a people run, issue
+    15) agreement with people among the TTAs at ``min_acc`` FER-2013 accuracy or more."""
+    if "val/agree_ok" in monitor:
+        return max(val, key=lambda t: val[t]["agreement"] - (val[t]["accuracy"] < min_acc))
+    return max(val, key=lambda t: val[t]["accuracy"])
+
+
 def finish(entry: dict, commit: bool = True) -> dict:
     """Score the run's best checkpoint on PublicTest, pack it and its probabilities, commit."""
     # Imported here, as in resumable(): the queue's light commands need none of it.
@@ -188,7 +197,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
         probs[tta] = p.half()
         s = score(p, labels, model.class_names, dm.people.get("val"))
         val[tta] = {k: s[k] for k in ("accuracy", "macro_f1", "agreement", "agreement_n") if k in s}
-    tta = max(val, key=lambda t: val[t]["accuracy"])  # chosen on PublicTest
+    tta = choose_tta(val, summary.get("best") or {}, model.hparams.get("agree_min_acc", 0.70))  # chosen on PublicTest
     dest = RUNS / name
     dest.mkdir(parents=True, exist_ok=True)
     hp = model.hparams

@@ -73,3 +73,14 @@ def test_a_runs_time_adds_up_over_attempts_and_counts_the_one_in_progress(tmp_pa
     assert train_queue.wall_so_far(timing) == 100.0
     timing.write_text(f'{{"wall_s": 100.0, "since": {time.time() - 50}}}')  # started 50 s ago
     assert 150.0 <= train_queue.wall_so_far(timing) < 160.0
+
+
+def test_a_people_run_takes_the_tta_that_agrees_best_at_70_percent():
+    q = train_queue
+    val = {  # vgg_s_people_cb04's PublicTest scores
+        "none": {"accuracy": 0.7041, "agreement": 0.6945},
+        "flip": {"accuracy": 0.7033, "agreement": 0.6988},
+    }
+    assert q.choose_tta(val, {"val/acc": 0.70}) == "none"  # a FER-2013 run: accuracy
+    assert q.choose_tta(val, {"val/agree_ok": 0.70}) == "flip"  # a people run: agreement...
+    assert q.choose_tta(val, {"val/agree_ok": 0.70}, min_acc=0.704) == "none"  # ...at >= min_acc
