@@ -60,7 +60,9 @@ def main() -> None:
     best = on_same_needed(s, args.bar_accuracy, args.bar_agreement)
     print(
         "| model | accuracy | agreement | sum | accuracy on same faces | diff: as FER-2013 | diff: as people "
-        "| diff: neither | same-face accuracy the bar needs at this neither share |\n" + "|---|" * 1 + "---|" * 8
+        "| diff: neither | same-face accuracy the bar needs at this neither share |\n"
+        + "|---|" * 1
+        + "---|" * 8
     )
     for name, s in rows:
         need = on_same_needed(s, args.bar_accuracy, args.bar_agreement, s["diff_neither"])

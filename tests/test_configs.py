@@ -116,7 +116,9 @@ def test_camera_steps_drop_one_at_a_time_from_the_command_line(make_cfg):
 
 
 def test_unknown_augment_preset_lists_valid_ones():
-    with pytest.raises(EmoError, match="unknown augment 'medium': choose one of camera, camera_kept, light, none, strong"):
+    with pytest.raises(
+        EmoError, match="unknown augment 'medium': choose one of camera, camera_kept, light, none, strong"
+    ):
         check_group_choices(group_overrides(["data.augment=medium"]), CONF_DIR)
 
 

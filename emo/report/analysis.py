@@ -275,5 +275,8 @@ def on_same_needed(split: dict, accuracy: float, agreement: float, diff_neither:
     """
     s = split
     return (
-        accuracy * s["n"] + agreement * s["n_counted"] - (s["n"] - s["n_counted"]) - (1 - diff_neither) * s["n_diff"]
+        accuracy * s["n"]
+        + agreement * s["n_counted"]
+        - (s["n"] - s["n_counted"])
+        - (1 - diff_neither) * s["n_diff"]
     ) / (2 * s["n_same"])
