@@ -197,9 +197,8 @@ def finish(entry: dict, commit: bool = True) -> dict:
         probs[tta] = p.half()
         s = score(p, labels, model.class_names, dm.people.get("val"))
         val[tta] = {k: s[k] for k in ("accuracy", "macro_f1", "agreement", "agreement_n") if k in s}
-    tta = choose_tta(
-        val, summary.get("best") or {}, model.hparams.get("agree_min_acc", 0.70)
-    )  # chosen on PublicTest
+    min_acc = model.hparams.get("agree_min_acc", 0.70)
+    tta = choose_tta(val, summary.get("best") or {}, min_acc)  # chosen on PublicTest
     dest = RUNS / name
     dest.mkdir(parents=True, exist_ok=True)
     hp = model.hparams

@@ -50,19 +50,17 @@ def main() -> None:
         member = load_member(name, dm)
         split = two_yardsticks(member.probs[args.tta].argmax(1).numpy(), labels, people)
         rows.append((name, split))
-    s = rows[0][1]
+    first = rows[0][1]  # the counts are the split's, the same in every row
     bar = f">= {args.bar_accuracy:.0%} FER-2013 and >= {args.bar_agreement:.0%} agreement"
     print(
-        f"PublicTest, TTA {args.tta}: {s['n']} faces; {s['n_counted']} count for agreement, of which "
-        f"{s['n_same']} ({s['n_same'] / s['n_counted']:.1%}) have the same FER-2013 and FER+ label "
-        f"and {s['n_diff']} differ. Bar: {bar}.\n"
+        f"PublicTest, TTA {args.tta}: {first['n']} faces; {first['n_counted']} count for agreement, of "
+        f"which {first['n_same']} ({first['n_same'] / first['n_counted']:.1%}) have the same FER-2013 "
+        f"and FER+ label and {first['n_diff']} differ. Bar: {bar}.\n"
     )
-    best = on_same_needed(s, args.bar_accuracy, args.bar_agreement)
+    best = on_same_needed(first, args.bar_accuracy, args.bar_agreement)
     print(
         "| model | accuracy | agreement | sum | accuracy on same faces | diff: as FER-2013 | diff: as people "
-        "| diff: neither | same-face accuracy the bar needs at this neither share |\n"
-        + "|---|" * 1
-        + "---|" * 8
+        "| diff: neither | same-face accuracy the bar needs at this neither share |\n" + "|---" * 9 + "|"
     )
     for name, s in rows:
         need = on_same_needed(s, args.bar_accuracy, args.bar_agreement, s["diff_neither"])
