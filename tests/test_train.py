@@ -156,10 +156,16 @@ def test_evaluate_rejects_missing_and_foreign_checkpoints(make_cfg, tmp_path):
     ("args", "expected"),
     [
         (["train", "data.data_dir=nowhere"], "FER-2013 not found in"),
-        (["train", "data.augment=medium"], "unknown augment 'medium': choose one of camera, camera_kept, light, none"),
+        (
+            ["train", "data.augment=medium"],
+            "unknown augment 'medium': choose one of camera, camera_kept, light, none",
+        ),
         (["train", "model.arch=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
         (["train", "model=vgg99"], "unknown model 'vgg99': choose one of cnn3"),
-        (["train", "augment=medium"], "unknown augment 'medium': choose one of camera, camera_kept, light, none, strong"),
+        (
+            ["train", "augment=medium"],
+            "unknown augment 'medium': choose one of camera, camera_kept, light, none, strong",
+        ),
         (["train", "-m", "optimizer=adam,lion"], "unknown optimizer 'lion': choose one of adam"),
         (["evaluate", "ckpt_path=missing.ckpt"], "checkpoint missing.ckpt not found"),
     ],
