@@ -244,6 +244,9 @@ def git_commit(path: Path, message: str) -> None:
         if done and done.returncode == 0:
             say(f"committed {path.relative_to(ROOT)}: {message}")
             return
+        unchanged = ["git", "diff", "--cached", "--quiet", "--", str(path)]
+        if add.returncode == 0 and subprocess.run(unchanged, cwd=ROOT).returncode == 0:
+            return  # nothing new under path (e.g. a run saved again at the same epoch)
         time.sleep(10)  # another git process holds the index lock
     say(f"could not commit {path}: commit it by hand")
 

@@ -84,3 +84,18 @@ def test_a_people_run_takes_the_tta_that_agrees_best_at_70_percent():
     assert q.choose_tta(val, {"val/acc": 0.70}) == "none"  # a FER-2013 run: accuracy
     assert q.choose_tta(val, {"val/agree_ok": 0.70}) == "flip"  # a people run: agreement...
     assert q.choose_tta(val, {"val/agree_ok": 0.70}, min_acc=0.704) == "none"  # ...at >= min_acc
+
+
+def test_committing_an_unchanged_run_returns_at_once(tmp_path, monkeypatch):
+    import subprocess
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{}")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], cwd=tmp_path, check=True)
+    monkeypatch.setattr(train_queue, "ROOT", tmp_path)
+    monkeypatch.setattr(train_queue.time, "sleep", lambda s: pytest.fail("retried a commit with nothing new"))
+    train_queue.git_commit(run, "again")  # nothing new under runs/r
