@@ -64,8 +64,10 @@ def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: in
         faces = normalize_faces(ds.images.float().div(255.0), datamodule.preprocess)
     if not torch.is_tensor(faces):  # per-image datasets hold numpy uint8 (N, 48, 48)
         faces = preprocess_faces(faces, datamodule.preprocess)
+    device = next(model.parameters()).device  # faces go to the model, probabilities come back
     out = [
-        model.predict_proba(faces[i : i + batch_size], tta).float() for i in range(0, len(faces), batch_size)
+        model.predict_proba(faces[i : i + batch_size].to(device), tta).float().cpu()
+        for i in range(0, len(faces), batch_size)
     ]
     return torch.cat(out) if out else torch.zeros(0, len(model.class_names))
 

@@ -5,6 +5,8 @@
     python scripts/train_queue.py stop       # stop the runner and its training (the last epoch is kept)
     python scripts/train_queue.py run        # in the foreground
     python scripts/train_queue.py finish NAME   # score and pack a run that finished training
+    python scripts/train_queue.py one NAME      # train and finish one run now, even a held one
+                                       # (what scripts/gpu_queue.sh runs, several side by side)
     python scripts/train_queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
                                        # so a session on another machine can resume it
 
@@ -169,6 +171,8 @@ def choose_tta(val: dict, monitor: dict, min_acc: float = 0.70) -> str:
 def finish(entry: dict, commit: bool = True) -> dict:
     """Score the run's best checkpoint on PublicTest, pack it and its probabilities, commit."""
     # Imported here, as in resumable(): the queue's light commands need none of it.
+    import torch
+
     from emo.data import FER2013DataModule
     from emo.data.soft_targets import save_soft_targets
     from emo.evaluate import split_probs
@@ -178,8 +182,15 @@ def finish(entry: dict, commit: bool = True) -> dict:
 
     name, out = entry["name"], run_dir(entry["name"])
     summary = json.loads((out / "metrics.json").read_text())
-    best = summary["checkpoint"]
+    best, scored = summary["checkpoint"], "best"
+    if not Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file():
+        # Trained (in part) on another machine, which kept the best epoch's file: the last epoch
+        # is what there is (with cosine decay to zero and EMA, within a few faces of the best).
+        say(f"{name}: {best} is not on this machine; scoring the last epoch instead")
+        best, scored = str(out / "checkpoints" / "last.ckpt"), "last"
     model = load_checkpoint(best)
+    if torch.cuda.is_available():  # on a lent GPU machine (scripts/gpu_queue.sh)
+        model = model.cuda()
     pre = model.preprocess
     dm = FER2013DataModule(
         data_dir=DATA_DIR,
@@ -211,10 +222,12 @@ def finish(entry: dict, commit: bool = True) -> dict:
         "params": sum(p.numel() for p in model.net.parameters()),
         "epochs": summary.get("epochs"),
         "best_epoch": None if epoch_of(Path(best)) is None else epoch_of(Path(best)) - 1,
+        "scored": scored,  # best (by the run's monitor), or last when the best file was elsewhere
         "monitor": summary.get("best"),
         "publictest": val,
         "tta": tta,
         "wall_hours": round(wall / 3600, 2) if wall else None,
+        "device": device_name(),
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
     }
     pack(best, dest / f"{name}.ckpt", {"split": "val", "publictest": val, "tta": tta}, fp16=True)
@@ -222,8 +235,6 @@ def finish(entry: dict, commit: bool = True) -> dict:
     save_soft_targets(
         dest / "train_probs.pt", train_p, model.class_names, dm.train_fingerprint, members=[name], tta="flip"
     )
-    import torch
-
     torch.save({"class_names": model.class_names, **probs}, dest / "val_probs.pt")
     (dest / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     (dest / "resume.ckpt").unlink(missing_ok=True)
@@ -232,6 +243,27 @@ def finish(entry: dict, commit: bool = True) -> dict:
     if commit:
         git_commit(dest, f"queue: {name} done, PublicTest {val[tta]['accuracy']:.2%} ({tta} TTA)")
     return result
+
+
+def device_name() -> str:
+    """What the run trained on, for result.json: the GPU's name, else the CPU's core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {os.cpu_count()} cores"
+
+
+def run_one(entry: dict, commit: bool = True) -> bool:
+    """Train and finish one run, held or not (``one``; scripts/gpu_queue.sh)."""
+    if is_done(entry["name"]):
+        say(f"{entry['name']}: already done")
+        return True
+    if not train(entry) or STOPPING:  # stopped: Lightning may end a SIGTERMed fit with 0
+        say(f"{entry['name']}: stopped before its last epoch; it resumes from its last.ckpt")
+        return False
+    finish(entry, commit)
+    return True
 
 
 def git_commit(path: Path, message: str) -> None:
@@ -356,15 +388,18 @@ def save() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["start", "stop", "status", "run", "finish", "save"])
-    parser.add_argument("name", nargs="?", help="the run to finish")
+    parser.add_argument("action", choices=["start", "stop", "status", "run", "finish", "one", "save"])
+    parser.add_argument("name", nargs="?", help="the run to finish (finish) or to train and finish (one)")
     parser.add_argument("--no-commit", action="store_true", help="write results but do not commit them")
     args = parser.parse_args()
-    if args.action == "finish":
+    if args.action in ("finish", "one"):
         entries = {e["name"]: e for e in load_queue()}
         if args.name not in entries:
             sys.exit(f"no run named {args.name!r} in {QUEUE_FILE}")
-        finish(entries[args.name], not args.no_commit)
+        if args.action == "finish":
+            finish(entries[args.name], not args.no_commit)
+        elif not run_one(entries[args.name], not args.no_commit):
+            sys.exit(1)
     elif args.action == "run":
         run_queue(not args.no_commit)
     else:

@@ -196,6 +196,21 @@ def test_loaders_give_normalised_batches(fer_dir):
     np.testing.assert_allclose(xv[0, 0].numpy(), ref, atol=1e-5)  # no augmentation on val
 
 
+def test_scoring_needs_no_albumentations(fer_dir, monkeypatch):
+    """A lent GPU machine lacks albumentations: data without per-image steps must not import it."""
+    import sys
+
+    from emo.data import build_augment
+
+    monkeypatch.setitem(sys.modules, "albumentations", None)  # `import albumentations` now fails
+    dm = FER2013DataModule(data_dir=str(fer_dir), augment=None, device_augment=False, num_workers=0)
+    dm.setup()
+    assert dm.train_augment is None and len(dm.datasets["val"]) > 0
+    assert build_augment(mixup=0.2, cutmix=1.0) is None  # batch-level only
+    with pytest.raises(ImportError):
+        build_augment(hflip=0.5)
+
+
 @pytest.mark.slow
 def test_real_fer2013_split_sizes_and_class_counts():
     data_dir = real_data_or_skip()

@@ -99,3 +99,16 @@ def test_committing_an_unchanged_run_returns_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(train_queue, "ROOT", tmp_path)
     monkeypatch.setattr(train_queue.time, "sleep", lambda s: pytest.fail("retried a commit with nothing new"))
     train_queue.git_commit(run, "again")  # nothing new under runs/r
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_one_run_is_finished_only_when_its_training_ran_to_the_end(stopped, monkeypatch):
+    """`one` (scripts/gpu_queue.sh): a run stopped at the time budget keeps its last.ckpt and is not
+    scored, even when Lightning ends the SIGTERMed fit with status 0."""
+    finished = []
+    monkeypatch.setattr(train_queue, "is_done", lambda name: False)
+    monkeypatch.setattr(train_queue, "train", lambda entry: True)
+    monkeypatch.setattr(train_queue, "finish", lambda entry, commit: finished.append(entry["name"]))
+    monkeypatch.setattr(train_queue, "STOPPING", [None] if stopped else [])
+    ok = train_queue.run_one({"name": "r", "command": "python -m emo.train x=1"}, commit=False)
+    assert ok is not stopped and finished == ([] if stopped else ["r"])

@@ -127,6 +127,12 @@ class AugmentFlags:
     def geometry(self) -> bool:
         return self.hflip > 0 or (self.affine_p > 0 and bool(self.rotate or self.scale or self.shift))
 
+    @property
+    def per_image(self) -> bool:
+        """Whether any step of ``build_augment`` is on (MixUp/CutMix are batch-level)."""
+        steps = (self.perspective, self.crop_jitter, self.lighting, self.brightness_contrast, self.erasing)
+        return self.geometry or any(p > 0 for p in (*steps, self.blur, self.noise, self.jpeg))
+
 
 def build_augment(**flags: Any) -> Any:
     """Albumentations pipeline on (H, W) uint8 faces from ``AugmentFlags``; ``None`` when every
@@ -136,7 +142,9 @@ def build_augment(**flags: Any) -> Any:
         An ``albumentations.Compose``, or ``None``.
     """
     f = AugmentFlags(**flags)
-    import albumentations as A  # here, not at the top: the batched (GPU) path does without it
+    if not f.per_image:
+        return None  # before the import: scoring and the batched (GPU) path do without albumentations
+    import albumentations as A  # here, not at the top, for the same reason
 
     # Steps that draw what BatchAugment draws (the stock ones differ; see emo.data.albu_steps).
     from emo.data.albu_steps import (

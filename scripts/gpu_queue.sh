@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Queue runs (runs/queue.yaml) side by side on a lent GPU machine, as one command from the
+# repository root, with .gpu/ (make gpu-bundle) carried along:
+#   bash scripts/gpu_queue.sh SECONDS NAME [NAME...]
+# Each NAME runs its queue command exactly (held runs too) and is finished as the CPU queue
+# finishes it (scripts/train_queue.py one NAME --no-commit): runs/NAME/ gets the fp16 weights,
+# train_probs.pt, val_probs.pt and result.json (PublicTest only; PrivateTest is not carried).
+# After SECONDS of training the runs still going are stopped and their last.ckpt is kept instead.
+# What comes back in $OUT (at most 8 files of 16 MiB):
+#   results.tgz          runs/NAME/ of every finished run: untar it in the repository root
+#   logs.tgz             each run's train.log and TensorBoard logs
+#   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (split in parts
+#                        over 15 MiB: cat resume-NAME.tgz.* | tar xz); the CPU queue or the next
+#                        GPU call resumes it
+set -uo pipefail
+budget=${1:?usage: gpu_queue.sh SECONDS NAME [NAME...]}
+shift
+out=${OUT:?OUT must name the folder whose files come back}
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export EMO_DATA_DIR=.gpu/data EMO_CACHE_DIR=/tmp/emo-cache EMO_QUEUE_DIR=/tmp/queue
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# Decode the compact copy once, before the runs start side by side.
+python3 -c "from emo.data.fer2013 import load_fer2013; load_fer2013('.gpu/data')" || exit 1
+pids=()
+for name in "$@"; do
+  mkdir -p "$EMO_QUEUE_DIR/$name"
+  python3 scripts/train_queue.py one "$name" --no-commit >"$EMO_QUEUE_DIR/$name.out" 2>&1 &
+  pids+=($!)
+done
+# Stop what is still training when the budget is spent (the runner passes SIGTERM on).
+(sleep "$budget"; for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+ sleep 30; pkill -KILL -f "python3 -m emo.train") &
+watchdog=$!
+for p in "${pids[@]}"; do wait "$p"; done
+kill "$watchdog" 2>/dev/null
+done_runs=()
+for name in "$@"; do
+  tail -n 3 "$EMO_QUEUE_DIR/$name.out"
+  if [ -f "runs/$name/result.json" ]; then
+    done_runs+=("runs/$name")
+  elif [ -f "$EMO_QUEUE_DIR/$name/checkpoints/last.ckpt" ]; then
+    mkdir -p "/tmp/resume/runs/$name"
+    cp "$EMO_QUEUE_DIR/$name/checkpoints/last.ckpt" "/tmp/resume/runs/$name/resume.ckpt"
+    cp "$EMO_QUEUE_DIR/$name/queue_time.json" "/tmp/resume/runs/$name/" 2>/dev/null
+    tar czf "$out/resume-$name.tgz" -C /tmp/resume "runs/$name"
+    if [ "$(stat -c %s "$out/resume-$name.tgz")" -gt 45000000 ]; then
+      # Too big to come back (8 files of 16 MiB): a call to this machine while it is still warm
+      # resumes it from $EMO_QUEUE_DIR; a fresh machine starts it again.
+      echo "$name: last.ckpt too big to bring back; resumes only on this machine"
+      rm "$out/resume-$name.tgz"
+    elif [ "$(stat -c %s "$out/resume-$name.tgz")" -gt 15000000 ]; then
+      split -b 15m -d "$out/resume-$name.tgz" "$out/resume-$name.tgz."
+      rm "$out/resume-$name.tgz"
+    fi
+  fi
+done
+[ ${#done_runs[@]} -gt 0 ] && tar czf "$out/results.tgz" "${done_runs[@]}"
+tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' .
+ls -l "$out"
