@@ -63,7 +63,7 @@ queue-save: $(STAMP) ## commit unfinished runs' last.ckpt so another machine can
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT) tta=flip
 
-gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_cycle.sh: FER-2013 train+val, compact; wheels the GPU image lacks
+gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_queue.sh: FER-2013 train+val, compact, with their FER+ votes; wheels the GPU image lacks
 	$(PY) -m emo.data.compact .gpu/data --splits train val
 	$(PY) -m pip wheel -q --no-deps -w .gpu/wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 	@du -sh .gpu

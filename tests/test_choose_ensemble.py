@@ -58,3 +58,23 @@ def test_subsets_over_the_bundle_limit_are_left_out():
     groups, singles = choose.rank(big, labels, list(FER2013_CLASSES), max_members=3)
     assert len(singles) == 6  # three members x two TTAs
     assert groups and all(len(g.members) == 2 and g.mb == 20.0 for g in groups)
+
+
+def test_ranking_scores_as_the_metrics_module_does():
+    """rank() counts accuracy and agreement itself (fast); they must be score()'s numbers."""
+    from emo.report.metrics import score
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 7, (200,), generator=g)
+    people = torch.where(torch.rand(200, generator=g) < 0.3, torch.tensor(-1), torch.randint(0, 7, (200,)))
+    probs = [torch.rand(200, 7, generator=g).softmax(1) for _ in range(3)]
+    members = [choose.Member(n, Path(n), {"none": p}, 1) for n, p in zip("abc", probs)]
+    groups, _ = choose.rank(members, labels, list(FER2013_CLASSES), people, max_members=3)
+    for grp in groups:
+        ref = score(
+            torch.stack([probs["abc".index(n)] for n in grp.members]).mean(0),
+            labels,
+            list(FER2013_CLASSES),
+            people,
+        )
+        assert abs(grp.accuracy - ref["accuracy"]) < 1e-6 and abs(grp.agreement - ref["agreement"]) < 1e-6

@@ -232,6 +232,8 @@ def test_compact_copy_keeps_the_chosen_splits_exactly(fer_dir, tmp_path):
     from emo.data.compact import main as compact_main
     from emo.data.fer2013 import COMPACT_NAME
 
+    assert not (tmp_path / "fer2013new.csv").exists()  # no votes beside the data, none written
+
     full = load_fer2013(fer_dir)
     compact_main([str(tmp_path), "--data-dir", str(fer_dir), "--splits", "train", "val"])
     small = load_fer2013(tmp_path)  # found as the layout of its folder
@@ -247,3 +249,17 @@ def test_compact_copy_keeps_the_chosen_splits_exactly(fer_dir, tmp_path):
     (tmp_path / "bad" / COMPACT_NAME).write_bytes(b"not xz")
     with pytest.raises(EmoError, match="not a readable compact FER-2013 copy"):
         load_fer2013(tmp_path / "bad")
+
+
+def test_compact_copy_keeps_the_votes_of_its_rows(ferplus_dir, tmp_path):
+    """The FER+ votes travel with the compact copy: agreement with people is scored from it."""
+    from emo.data.compact import main as compact_main
+
+    compact_main([str(tmp_path), "--data-dir", str(ferplus_dir), "--splits", "train", "val"])
+    full = FER2013DataModule(data_dir=str(ferplus_dir), augment=None)
+    small = FER2013DataModule(data_dir=str(tmp_path), augment=None)
+    full.setup()
+    small.setup()
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(small.people[split], full.people[split])
+    assert len(small.people["val"]) > 0 and len(small.datasets["test"]) == 0

@@ -3,7 +3,8 @@
     python -m emo.data.compact OUT_DIR [--data-dir DIR] [--splits train val]
 
 Train + val is ~57 MB, small enough to carry to a GPU machine; leave the test split (PrivateTest)
-out and score it back where the full data lives.
+out and score it back where the full data lives. FER+ votes (``fer2013new.csv``) found beside the
+data come along, cut to the same rows, so the copy reports agreement with people too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from emo.data.fer2013 import COMPACT_NAME, SPLIT_NAMES, load_fer2013, write_compact
+from emo.data.fer2013 import COMPACT_NAME, SPLIT_NAMES, USAGE_TO_SPLIT, load_fer2013, write_compact
+from emo.data.ferplus import FERPLUS_NAME, find_ferplus
 from emo.errors import exit_on_emo_error
 
 
@@ -30,6 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; splits {', '.join(args.splits)})", file=sys.stderr
     )
+    votes = find_ferplus(args.data_dir)
+    if votes is not None:  # its rows follow FER-2013's: keep those of the kept splits, in order
+        usages = {u for u, code in USAGE_TO_SPLIT.items() if code in codes}
+        lines = votes.read_text().splitlines(keepends=True)
+        kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] in usages)]
+        (Path(args.out_dir) / FERPLUS_NAME).write_text("".join(kept))
+        print(f"wrote {Path(args.out_dir) / FERPLUS_NAME} ({len(kept) - 1} rows of FER+ votes)", file=sys.stderr)
 
 
 if __name__ == "__main__":
