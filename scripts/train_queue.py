@@ -97,6 +97,11 @@ def wall_so_far(timing: Path) -> float:
     return t["wall_s"] + (time.time() - t["since"] if "since" in t else 0.0)
 
 
+def trained_on(timing: Path) -> list[str]:
+    """The devices a run has trained on so far (``queue_time.json``), in order."""
+    return json.loads(timing.read_text()).get("devices", []) if timing.is_file() else []
+
+
 def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
     # emo (torch, Lightning) is imported where it is used: `status` and `stop` answer at once.
@@ -145,14 +150,16 @@ def train(entry: dict) -> bool:
         say(f"{name}: starting: {entry['command']}")
     timing = out / "queue_time.json"
     spent, start = wall_so_far(timing), time.time()
-    timing.write_text(json.dumps({"wall_s": spent, "since": start}) + "\n")
+    devices = trained_on(timing)
+    devices += [d for d in [device_name()] if d not in devices]
+    timing.write_text(json.dumps({"wall_s": spent, "since": start, "devices": devices}) + "\n")
     with open(out / "train.log", "a") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emo.train", *args], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
         )
         signal.signal(signal.SIGTERM, lambda *_: STOPPING.append(proc.send_signal(signal.SIGTERM)))
         rc = proc.wait()
-    timing.write_text(json.dumps({"wall_s": spent + time.time() - start}) + "\n")
+    timing.write_text(json.dumps({"wall_s": spent + time.time() - start, "devices": devices}) + "\n")
     if rc != 0:
         say(f"{name}: training exited with {rc}; see {out / 'train.log'}")
         return False
@@ -214,6 +221,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     hp = model.hparams
     wall = wall_so_far(out / "queue_time.json") or None
+    devices = trained_on(out / "queue_time.json") or [device_name()]
     result = {
         "name": name,
         "command": entry["command"],
@@ -227,7 +235,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
         "publictest": val,
         "tta": tta,
         "wall_hours": round(wall / 3600, 2) if wall else None,
-        "device": device_name(),
+        "device": " + ".join(devices),  # what trained it (a run resumed elsewhere names both)
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
     }
     pack(best, dest / f"{name}.ckpt", {"split": "val", "publictest": val, "tta": tta}, fp16=True)
@@ -246,7 +254,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
 
 
 def device_name() -> str:
-    """What the run trained on, for result.json: the GPU's name, else the CPU's core count."""
+    """This machine's training device: the GPU's name, else the CPU's core count."""
     import torch
 
     if torch.cuda.is_available():
@@ -382,7 +390,10 @@ def save() -> None:
             continue
         # The time spent so far travels with it (the run's CPU time in result.json and the README).
         spent = wall_so_far(run_dir(e["name"]) / "queue_time.json")
-        (dest.parent / "queue_time.json").write_text(json.dumps({"wall_s": round(spent)}) + "\n")
+        devices = trained_on(run_dir(e["name"]) / "queue_time.json")
+        (dest.parent / "queue_time.json").write_text(
+            json.dumps({"wall_s": round(spent), "devices": devices}) + "\n"
+        )
         git_commit(dest.parent, f"queue: {e['name']} resumable at epoch {epoch_of(dest)}")
 
 

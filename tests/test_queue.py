@@ -112,3 +112,33 @@ def test_one_run_is_finished_only_when_its_training_ran_to_the_end(stopped, monk
     monkeypatch.setattr(train_queue, "STOPPING", [None] if stopped else [])
     ok = train_queue.run_one({"name": "r", "command": "python -m emo.train x=1"}, commit=False)
     assert ok is not stopped and finished == ([] if stopped else ["r"])
+
+
+def test_a_run_trained_elsewhere_is_finished_from_its_last_epoch(trained_run, fer_dir, tmp_path, monkeypatch):
+    """A run whose best epoch's file stayed on the GPU machine that trained it (only last.ckpt came
+    back) is scored and packed from last.ckpt, and result.json says so and names the device."""
+    import json
+    import shutil
+
+    queue, runs = tmp_path / "queue", tmp_path / "runs"
+    ckpts = queue / "r" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copy2(trained_run[0] / "checkpoints" / "last.ckpt", ckpts / "last.ckpt")
+    gone = "/elsewhere/r/checkpoints/best-epoch001-acc0.5.ckpt"
+    (queue / "r" / "metrics.json").write_text(
+        json.dumps({"checkpoint": gone, "best": {"val/acc": 0.5}, "epochs": 2})
+    )
+    (queue / "r" / "queue_time.json").write_text('{"wall_s": 60, "devices": ["NVIDIA H100 80GB HBM3"]}')
+    monkeypatch.setattr(train_queue, "QUEUE_DIR", queue)
+    monkeypatch.setattr(train_queue, "RUNS", runs)
+    monkeypatch.setattr(train_queue, "DATA_DIR", str(fer_dir))
+    result = train_queue.finish({"name": "r", "command": "python -m emo.train x=1"}, commit=False)
+    assert result["scored"] == "last" and result["best_epoch"] == 1  # two epochs: the last is 1
+    assert result["device"] == "NVIDIA H100 80GB HBM3" and result["wall_hours"] == round(60 / 3600, 2)
+    assert {p.name for p in (runs / "r").iterdir()} == {
+        "r.ckpt",
+        "train_probs.pt",
+        "val_probs.pt",
+        "result.json",
+    }
+    assert json.loads((runs / "r" / "result.json").read_text())["publictest"]["flip"]["accuracy"] > 0

@@ -1,0 +1,66 @@
+"""Per-face latency of every bundled seven-class model (and the ensemble) with its recorded TTA.
+
+python benchmarks/models.py [--repeat 200] [--threads 1]
+
+One 48x48 grey crop at a time through ``EmotionRecognizer.probs`` (preprocessing, the network(s)
+with the model's TTA, softmax), torch backend, the median of ``--repeat`` calls after warm-up,
+and the same with TTA ``none``. Ratios are against the default model in the same run (the
+machine is noisy; compare ratios, not milliseconds, across runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from emo import EmotionRecognizer
+from emo.weights import default_name
+from emo.weights import index as load_index
+
+
+def per_face_ms(rec: EmotionRecognizer, crop: np.ndarray, tta: str, repeat: int) -> float:
+    for _ in range(10):
+        rec.probs([crop], tta=tta)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        rec.probs([crop], tta=tta)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the real-time path uses 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    crop = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    index = load_index()
+    names = [n for n, r in index.items() if r.get("classes") == 7]
+    base = default_name()
+    rows = {}
+    for name in names:
+        rec = EmotionRecognizer.from_pretrained(name)
+        tta = index[name].get("tta", "none")
+        rows[name] = (
+            tta,
+            per_face_ms(rec, crop, tta, args.repeat),
+            per_face_ms(rec, crop, "none", args.repeat),
+        )
+    ref = rows[base][1]
+    print(f"torch, {args.threads} thread(s), one 48x48 face per call, median of {args.repeat}\n")
+    print("| model | params | TTA | per-face ms (its TTA) | x default | per-face ms (none) |")
+    print("|---|---|---|---|---|---|")
+    for name, (tta, ms, ms_none) in rows.items():
+        label = f"{name} (default)" if name == base else name
+        params = index[name].get("params", 0) / 1e6
+        print(f"| {label} | {params:.2f} M | {tta} | {ms:.2f} | {ms / ref:.2f}x | {ms_none:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
