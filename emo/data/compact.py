@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         lines = votes.read_text().splitlines(keepends=True)
         kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] in usages)]
         (Path(args.out_dir) / FERPLUS_NAME).write_text("".join(kept))
-        print(f"wrote {Path(args.out_dir) / FERPLUS_NAME} ({len(kept) - 1} rows of FER+ votes)", file=sys.stderr)
+        print(
+            f"wrote {Path(args.out_dir) / FERPLUS_NAME} ({len(kept) - 1} rows of FER+ votes)", file=sys.stderr
+        )
 
 
 if __name__ == "__main__":
