@@ -3,7 +3,7 @@
 python benchmarks/models.py [--repeat 200] [--threads 1]
 
 One 48x48 grey crop at a time through ``EmotionRecognizer.probs`` (preprocessing, the network(s)
-with the model's TTA, softmax), torch backend, the median of ``--repeat`` calls after warm-up,
+with the model's TTA, softmax), torch backend, the median of ``--repeat`` calls after 30 warm-up calls,
 and the same with TTA ``none``. Ratios are against the default model in the same run (the
 machine is noisy; compare ratios, not milliseconds, across runs).
 """
@@ -11,26 +11,14 @@ machine is noisy; compare ratios, not milliseconds, across runs).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from realtime import median_ms  # benchmarks/realtime.py: the same timer as the real-time table
 
 from emo import EmotionRecognizer
 from emo.weights import default_name
 from emo.weights import index as load_index
-
-
-def per_face_ms(rec: EmotionRecognizer, crop: np.ndarray, tta: str, repeat: int) -> float:
-    for _ in range(10):
-        rec.probs([crop], tta=tta)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        rec.probs([crop], tta=tta)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -49,8 +37,8 @@ def main() -> None:
         tta = index[name].get("tta", "none")
         rows[name] = (
             tta,
-            per_face_ms(rec, crop, tta, args.repeat),
-            per_face_ms(rec, crop, "none", args.repeat),
+            median_ms(lambda r=rec, t=tta: r.probs([crop], tta=t), args.repeat),
+            median_ms(lambda r=rec: r.probs([crop], tta="none"), args.repeat),
         )
     ref = rows[base][1]
     print(f"torch, {args.threads} thread(s), one 48x48 face per call, median of {args.repeat}\n")

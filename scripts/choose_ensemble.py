@@ -58,7 +58,6 @@ class Scored:
 def rank(
     members: list[Member],
     labels: torch.Tensor,
-    class_names: list[str],
     people: torch.Tensor | None = None,
     max_members: int = 5,
     max_mb: float = MAX_MB,
@@ -166,7 +165,7 @@ def main() -> None:
     # Tens of thousands of small reductions: one thread is ~20x faster than two on a CPU that a
     # training shares (measured), and no slower on an idle one.
     torch.set_num_threads(1)
-    groups, singles = rank(members, labels, list(dm.class_names), people, args.max_members)
+    groups, singles = rank(members, labels, people, args.max_members)
 
     def row(s: Scored) -> str:
         agree = "—" if s.agreement is None else f"{s.agreement:.2%}"

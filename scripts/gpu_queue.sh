@@ -8,7 +8,7 @@
 # After SECONDS of training the runs still going are stopped and their last.ckpt is kept instead.
 # What comes back in $OUT (at most 8 files of 16 MiB):
 #   results.tgz          runs/NAME/ of every finished run: untar it in the repository root
-#   logs.tgz             each run's train.log and TensorBoard logs
+#   logs.tgz             each run's train.log, composed config and metrics.json
 #   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (split in parts
 #                        over 15 MiB: cat resume-NAME.tgz.* | tar xz); the CPU queue or the next
 #                        GPU call resumes it
@@ -56,5 +56,6 @@ for name in "$@"; do
   fi
 done
 [ ${#done_runs[@]} -gt 0 ] && tar czf "$out/results.tgz" "${done_runs[@]}"
-tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' .
+# TensorBoard files (confusion-matrix images every epoch) would make it too big to come back.
+tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' --exclude='events.out.tfevents.*' .
 ls -l "$out"

@@ -36,7 +36,7 @@ def test_the_complementary_pair_wins_and_ties_prefer_fewer_members():
     c_right = a_right.clone()  # c: a's twin, adds nothing
     members = [member("a", a_right, labels), member("b", b_right, labels), member("c", c_right, labels)]
     people = torch.where(torch.arange(60) % 2 == 0, labels, torch.tensor(-1))
-    groups, singles = choose.rank(members, labels, list(FER2013_CLASSES), people, max_members=3)
+    groups, singles = choose.rank(members, labels, people, max_members=3)
     assert round(singles[0].accuracy, 4) == 0.7
     best = groups[0]
     # Averaged, each face's right member (0.9) outweighs the wrong one's 0.65: all 60 faces right.
@@ -55,7 +55,7 @@ def test_subsets_over_the_bundle_limit_are_left_out():
     labels = torch.arange(14) % 7
     right = torch.ones(14, dtype=torch.bool)
     big = [member(n, right, labels, params=5_000_000) for n in "abc"]  # 10 MB each in fp16
-    groups, singles = choose.rank(big, labels, list(FER2013_CLASSES), max_members=3)
+    groups, singles = choose.rank(big, labels, max_members=3)
     assert len(singles) == 6  # three members x two TTAs
     assert groups and all(len(g.members) == 2 and g.mb == 20.0 for g in groups)
 
@@ -69,7 +69,7 @@ def test_ranking_scores_as_the_metrics_module_does():
     people = torch.where(torch.rand(200, generator=g) < 0.3, torch.tensor(-1), torch.randint(0, 7, (200,)))
     probs = [torch.rand(200, 7, generator=g).softmax(1) for _ in range(3)]
     members = [choose.Member(n, Path(n), {"none": p}, 1) for n, p in zip("abc", probs)]
-    groups, _ = choose.rank(members, labels, list(FER2013_CLASSES), people, max_members=3)
+    groups, _ = choose.rank(members, labels, people, max_members=3)
     for grp in groups:
         ref = score(
             torch.stack([probs["abc".index(n)] for n in grp.members]).mean(0),

@@ -232,10 +232,9 @@ def test_compact_copy_keeps_the_chosen_splits_exactly(fer_dir, tmp_path):
     from emo.data.compact import main as compact_main
     from emo.data.fer2013 import COMPACT_NAME
 
-    assert not (tmp_path / "fer2013new.csv").exists()  # no votes beside the data, none written
-
     full = load_fer2013(fer_dir)
     compact_main([str(tmp_path), "--data-dir", str(fer_dir), "--splits", "train", "val"])
+    assert not (tmp_path / "fer2013new.csv").exists()  # no votes beside the data, none written
     small = load_fer2013(tmp_path)  # found as the layout of its folder
     keep = full.split != 2
     np.testing.assert_array_equal(small.images, full.images[keep])

@@ -130,8 +130,8 @@ class AugmentFlags:
     @property
     def per_image(self) -> bool:
         """Whether any step of ``build_augment`` is on (MixUp/CutMix are batch-level)."""
-        steps = (self.perspective, self.crop_jitter, self.lighting, self.brightness_contrast, self.erasing)
-        return self.geometry or any(p > 0 for p in (*steps, self.blur, self.noise, self.jpeg))
+        other = (self.perspective, self.crop_jitter, self.lighting, self.brightness_contrast)
+        return self.geometry or any(p > 0 for p in (*other, self.erasing, self.blur, self.noise, self.jpeg))
 
 
 def build_augment(**flags: Any) -> Any:
