@@ -3,6 +3,7 @@
     python scripts/yardsticks.py                       # bundled vgg_s, vgg_s_people + every 7-class run
     python scripts/yardsticks.py vgg_s_people vgg_s_people_b05 --tta none
     python scripts/yardsticks.py --bar-accuracy 0.70 --bar-agreement 0.80
+    python scripts/yardsticks.py --plot docs/yardsticks.png   # the table, and the same as a picture
 
 FER-2013's label and the FER+ majority agree on about 63% of faces ("same"); there one answer
 scores on both yardsticks. On the rest ("diff") an answer can score on one at most. The table
@@ -30,11 +31,15 @@ def main() -> None:
     parser.add_argument("--tta", default="flip", choices=["none", "flip"])
     parser.add_argument("--bar-accuracy", type=float, default=0.70)
     parser.add_argument("--bar-agreement", type=float, default=0.80)
+    parser.add_argument(
+        "--plot", type=Path, help="also draw accuracy against agreement for every model (PNG)"
+    )
     args = parser.parse_args()
 
     from emo.data import FER2013DataModule
     from emo.data.fer2013 import FER2013_CLASSES
-    from emo.report.analysis import on_same_needed, two_yardsticks
+    from emo.report.analysis import on_same_needed, two_yardsticks, yardsticks_figure
+    from emo.weights import available
 
     if not Path(DATA_DIR).is_dir():
         sys.exit(f"FER-2013 not found in {DATA_DIR}: set EMO_DATA_DIR (see the README's 'Getting FER-2013')")
@@ -70,6 +75,14 @@ def main() -> None:
             f"| {'out of reach' if need > 1 else f'{need:.1%}'} |"
         )
     print(f"\nAt best (no diff face answered as neither) the bar needs {best:.1%} accuracy on same faces.")
+    if args.plot:
+        title = f"PublicTest ({first['n']:,} faces), TTA {args.tta}: FER-2013 accuracy against agreement with people"
+        bundled = [n for n in names if n in available()]  # named even when others beat them
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        yardsticks_figure(rows, args.bar_accuracy, args.bar_agreement, title, label=bundled).savefig(
+            args.plot, dpi=110
+        )
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

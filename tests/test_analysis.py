@@ -16,14 +16,17 @@ from emo.report.analysis import (
     find_data_dir,
     mistakes_figure,
     on_same_needed,
+    pareto_front,
     pixel_stats,
     pixel_stats_figure,
     predict_probs,
+    reachable_agreement,
     reliability,
     reliability_figure,
     sample_grid,
     synthetic_fer,
     two_yardsticks,
+    yardsticks_figure,
 )
 
 
@@ -137,3 +140,44 @@ def test_on_same_needed_is_what_a_model_meeting_the_bar_exactly_has():
     assert on_same_needed(s, 14 / 16, 11 / 14) > s["on_same"]
     assert on_same_needed(s, 13 / 16, 11 / 14, diff_neither=0.25) == pytest.approx(0.95)
     assert on_same_needed(s, 1.0, 1.0) > 1  # out of reach: the labels differ on 4 faces
+
+
+def test_reachable_agreement_is_the_bound_solved_for_agreement():
+    labels, people = _sixteen_faces()
+    s = two_yardsticks(labels.copy(), labels, people)  # 10 same, 4 diff, 2 accuracy-only faces
+    acc = np.array([12, 13, 14, 15, 16]) / 16
+    reach = reachable_agreement(s, acc, on_same=0.9)  # 9 same faces right, 2 accuracy-only faces
+    # 12/16 needs 1 diff face as FER-2013, 13/16 two...: the others can agree with people.
+    assert reach[:4] == pytest.approx([12 / 14, 11 / 14, 10 / 14, 9 / 14])
+    for a, r in zip(acc[:4], reach[:4]):
+        assert on_same_needed(s, a, r) == pytest.approx(0.9)
+    assert np.isnan(reach[4])  # 16 right would need a fifth diff face: there are 4
+    # Below the accuracy the same faces give alone, every diff face can agree with people.
+    assert reachable_agreement(s, np.array([0.5]), 0.9)[0] == pytest.approx(13 / 14)
+
+
+def test_pareto_front_keeps_the_points_nothing_beats_on_both():
+    pts = np.array([[0.7, 0.6], [0.72, 0.6], [0.69, 0.7], [0.69, 0.65], [0.72, 0.6]])
+    assert pareto_front(pts).tolist() == [2, 1, 4]  # ties both stay; (0.7, 0.6) and (0.69, 0.65) lose
+
+
+def test_yardsticks_figure_plots_every_model_and_the_bar(tmp_path):
+    labels, people = _sixteen_faces()
+    as_people = np.where(people >= 0, people, labels)
+    rows = [
+        ("fer", two_yardsticks(labels, labels, people)),
+        ("people", two_yardsticks(as_people, labels, people)),
+    ]
+    worse = labels.copy()
+    worse[0] = 1  # one face worse than "fer" on both yardsticks
+    rows.append(("worse", two_yardsticks(worse, labels, people)))
+    fig = yardsticks_figure(rows, 0.7, 0.8)
+    ax = fig.axes[0]
+    points = ax.collections[-1].get_offsets()
+    assert np.allclose(points, [[1.0, 10 / 14], [12 / 16, 1.0], [15 / 16, 9 / 14]])
+    assert sorted(t.get_text() for t in ax.texts) == ["fer", "people"]  # the front only
+    labelled = yardsticks_figure(rows, 0.7, 0.8, label=["worse"]).axes[0].texts
+    assert sorted(t.get_text() for t in labelled) == ["fer", "people", "worse"]
+    assert any("bar" in t.get_text() for t in fig.legends[0].get_texts())
+    fig.savefig(tmp_path / "y.png")
+    assert (tmp_path / "y.png").stat().st_size > 1000

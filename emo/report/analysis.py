@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MultipleLocator, PercentFormatter
 
 from emo.data.fer2013 import (
     FER2013_CLASSES,
@@ -280,3 +281,88 @@ def on_same_needed(split: dict, accuracy: float, agreement: float, diff_neither:
         - (s["n"] - s["n_counted"])
         - (1 - diff_neither) * s["n_diff"]
     ) / (2 * s["n_same"])
+
+
+def reachable_agreement(split: dict, accuracy: np.ndarray, on_same: float) -> np.ndarray:
+    """The most agreement a model with accuracy ``on_same`` on same faces can have at each FER-2013
+    ``accuracy`` (the bound of :func:`on_same_needed` solved for agreement: no diff face answered
+    as neither, every face that counts for accuracy only right); ``nan`` where even every diff
+    face answered as FER-2013 does not reach that accuracy."""
+    s = split
+    acc = np.asarray(accuracy, dtype=float)
+    right_anyway = s["n_same"] * on_same
+    agree = (2 * right_anyway + s["n_diff"] + (s["n"] - s["n_counted"]) - acc * s["n"]) / s["n_counted"]
+    ceiling = (right_anyway + s["n_diff"]) / s["n_counted"]  # every diff face answered as people
+    feasible = acc * s["n"] <= right_anyway + s["n_diff"] + (s["n"] - s["n_counted"])
+    return np.where(feasible, np.minimum(agree, ceiling), np.nan)
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the points (N, 2) that no other point matches or beats on both coordinates
+    while beating on one, by the first coordinate."""
+    pts = np.asarray(points, dtype=float)
+    keep = [i for i, p in enumerate(pts) if not np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))]
+    return np.array(sorted(keep, key=lambda i: pts[i, 0]), dtype=int)
+
+
+def yardsticks_figure(
+    rows: Sequence[tuple[str, dict]],
+    bar_accuracy: float,
+    bar_agreement: float,
+    title: str = "",
+    label: Sequence[str] = (),
+) -> Figure:
+    """Each model's FER-2013 accuracy against its agreement with people (``rows``: a name and its
+    :func:`two_yardsticks` split, all on the same faces): the bar's corner shaded, the models no
+    other beats on both yardsticks joined and named (and those in ``label``), and the most
+    agreement reachable at each accuracy at the best same-face accuracy among the models."""
+    fig = Figure(figsize=(8, 6.5), layout="constrained")
+    ax = fig.subplots()
+    acc = np.array([s["accuracy"] for _, s in rows])
+    agree = np.array([s["agreement"] for _, s in rows])
+    lo_x, hi_x = min(acc.min(), bar_accuracy) - 0.02, max(acc.max(), bar_accuracy) + 0.02
+    lo_y, hi_y = min(agree.min(), bar_agreement) - 0.02, max(agree.max(), bar_agreement) + 0.03
+    best_name, best = max(rows, key=lambda r: r[1]["on_same"])
+    grid = np.linspace(lo_x, hi_x, 200)
+    ax.plot(
+        grid,
+        reachable_agreement(best, grid, best["on_same"]),
+        "--",
+        color="grey",
+        label=f"the most reachable at {best_name}'s accuracy on faces whose labels agree ({best['on_same']:.1%})",
+    )
+    ax.fill_between(
+        [bar_accuracy, hi_x],
+        bar_agreement,
+        hi_y,
+        color="tab:green",
+        alpha=0.15,
+        label=f"bar: >= {bar_accuracy:.0%} FER-2013 and >= {bar_agreement:.0%} agreement",
+    )
+    front = pareto_front(np.stack([acc, agree], 1))
+    ax.scatter(acc, agree, color="tab:blue", alpha=0.45, zorder=3, label="a model")
+    ax.plot(
+        acc[front], agree[front], "o-", color="tab:blue", zorder=4, label="no other model beats it on both"
+    )
+    names = [name for name, _ in rows]
+    placed: list[tuple[float, float]] = []
+    for i in sorted(set(front) | {names.index(n) for n in label if n in names}, key=lambda i: -agree[i]):
+        # A label next to one already placed (points within ~0.6 points) goes a line lower.
+        near = sum(abs(acc[i] - x) < 0.006 and abs(agree[i] - y) < 0.006 for x, y in placed)
+        placed.append((acc[i], agree[i]))
+        ax.annotate(
+            names[i], (acc[i], agree[i]), xytext=(5, 3 - 10 * near), textcoords="offset points", fontsize=8
+        )
+    ax.set(
+        xlim=(lo_x, hi_x),
+        ylim=(lo_y, hi_y),
+        xlabel="FER-2013 accuracy (the leaderboard)",
+        ylabel="agreement with people (FER+ majority)",
+        title=title or "the two yardsticks",
+    )
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MultipleLocator(0.02))
+        axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    return fig
