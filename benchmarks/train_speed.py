@@ -4,8 +4,9 @@
 
 Prints images/s and the implied time of one epoch over FER-2013's 28,709 training faces for the
 CPU set-ups (per-image albumentations in workers vs batched augmentation in the main process;
-fp32 vs bf16 with channels-last) and, when a GPU is present, the GPU recipes. Without DATA_DIR
-(or $EMO_DATA_DIR) it times random faces: speed does not depend on what the faces show.
+fp32 with and without channels-last and torch.compile, bf16 with channels-last) and, when a GPU is
+present, the GPU recipes. Without DATA_DIR (or $EMO_DATA_DIR) it times random faces: speed does
+not depend on what the faces show.
 """
 
 from __future__ import annotations
@@ -110,6 +111,16 @@ def main() -> None:
         ("cnn3, albumentations in 2 workers, fp32", "cnn3", 64, False, "32-true", False, False),
         ("vgg_s, albumentations in 2 workers, fp32", "vgg_s", 128, False, "32-true", False, False),
         ("vgg_s, batched augmentation, fp32", "vgg_s", 128, True, "32-true", False, False),
+        ("vgg_s, batched augmentation, fp32 + channels-last", "vgg_s", 128, True, "32-true", True, False),
+        (
+            "vgg_s, batched augmentation, fp32 + channels-last + compile",
+            "vgg_s",
+            128,
+            True,
+            "32-true",
+            True,
+            True,
+        ),
         ("vgg_s, batched augmentation, bf16 + channels-last", "vgg_s", 128, True, "bf16-mixed", True, False),
     ]
     if torch.cuda.is_available():
