@@ -135,11 +135,12 @@ def train(entry: dict) -> bool:
     out = run_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     args = shlex.split(entry["command"])[3:] + [f"hydra.run.dir={out}"]
-    last = last_ckpt(name)
+    last, since_epoch = last_ckpt(name), 0
     if last is not None:
         why = resumable(last)
         if why is None:
-            say(f"{name}: resuming from {last} (epoch {epoch_of(last)})")
+            since_epoch = epoch_of(last) or 0
+            say(f"{name}: resuming from {last} (epoch {since_epoch})")
             args.append(f"ckpt_path={last}")
         else:
             stale = out.with_name(f"{name}.stale-{dt.datetime.now():%Y%m%d-%H%M%S}")
@@ -152,7 +153,9 @@ def train(entry: dict) -> bool:
     spent, start = wall_so_far(timing), time.time()
     devices = trained_on(timing)
     devices += [d for d in [device_name()] if d not in devices]
-    timing.write_text(json.dumps({"wall_s": spent, "since": start, "devices": devices}) + "\n")
+    timing.write_text(
+        json.dumps({"wall_s": spent, "since": start, "since_epoch": since_epoch, "devices": devices}) + "\n"
+    )
     with open(out / "train.log", "a") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emo.train", *args], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
@@ -357,6 +360,31 @@ def stop() -> None:
     print(f"stopped the queue (pid {pid}); `make queue` resumes from the last epoch")
 
 
+def pace(out: Path) -> str:
+    """How fast the run training in ``out`` goes on this machine and how long it has to go, from
+    the epochs saved since its attempt started (``queue_time.json``) and its ``max_epochs``; empty
+    before the attempt's first epoch is saved or when the run is not training."""
+    timing, last, config = (
+        out / "queue_time.json",
+        out / "checkpoints" / "last.ckpt",
+        out / ".hydra" / "config.yaml",
+    )
+    if not (timing.is_file() and last.is_file()):
+        return ""
+    t = json.loads(timing.read_text())
+    epoch = epoch_of(last)
+    if "since" not in t or epoch is None or epoch <= t.get("since_epoch", epoch):
+        return ""
+    per = (last.stat().st_mtime - t["since"]) / (epoch - t["since_epoch"])
+    text = f"{per / 60:.1f} min an epoch here"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        left = (OmegaConf.load(config).trainer.max_epochs - epoch) * per / 3600
+        text += f", ~{left:.1f} h to go"
+    return text
+
+
 def status() -> None:
     pid = running_pid()
     print(f"runner: {'pid ' + str(pid) if pid else 'not running'}; run dirs: {QUEUE_DIR}")
@@ -371,6 +399,8 @@ def status() -> None:
         else:
             last = run_dir(name) / "checkpoints" / "last.ckpt"
             state = f"epoch {epoch_of(last)} saved" if last.is_file() else "pending"
+            if pid and pace(run_dir(name)):
+                state += f" ({pace(run_dir(name))})"
         print(f"  {name:<24} {state}")
 
 

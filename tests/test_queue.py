@@ -75,6 +75,27 @@ def test_a_runs_time_adds_up_over_attempts_and_counts_the_one_in_progress(tmp_pa
     assert 150.0 <= train_queue.wall_so_far(timing) < 160.0
 
 
+def test_status_tells_the_pace_of_the_attempt_in_progress(tmp_path):
+    import json
+    import os
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / ".hydra").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    torch.save({"epoch": 11}, last)  # 12 epochs done
+    start = time.time() - 3600
+    timing = tmp_path / "queue_time.json"
+    timing.write_text(json.dumps({"wall_s": 0, "since": start, "since_epoch": 10}))
+    os.utime(last, (start + 600, start + 600))  # two epochs in 10 minutes
+    assert train_queue.pace(tmp_path) == "5.0 min an epoch here"
+    (tmp_path / ".hydra" / "config.yaml").write_text("trainer:\n  max_epochs: 70\n")
+    assert train_queue.pace(tmp_path) == "5.0 min an epoch here, ~4.8 h to go"  # 58 x 5 min
+    timing.write_text(json.dumps({"wall_s": 0, "since": start, "since_epoch": 12}))
+    assert train_queue.pace(tmp_path) == ""  # no epoch saved since the attempt started
+    timing.write_text(json.dumps({"wall_s": 700}))
+    assert train_queue.pace(tmp_path) == ""  # not training
+
+
 def test_a_people_run_takes_the_tta_that_agrees_best_at_70_percent():
     q = train_queue
     val = {  # vgg_s_people_cb04's PublicTest scores
