@@ -50,7 +50,8 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 def native_bf16() -> bool:
     """Whether bf16 arithmetic is fast here: a GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX (without them PyTorch emulates bf16, 1.3-1.6x slower than fp32 on a 2-core Xeon)."""
+    AMX (without them PyTorch emulates bf16: 1.3-1.6x slower than fp32 on a 2-core Xeon, 8x on a
+    2-core EPYC with AVX2 only)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:

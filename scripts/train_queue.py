@@ -257,12 +257,15 @@ def finish(entry: dict, commit: bool = True) -> dict:
 
 
 def device_name() -> str:
-    """This machine's training device: the GPU's name, else the CPU's core count."""
+    """This machine's training device: the GPU's name, else the CPU's core count and whether it
+    trains in bf16 (native) or fp32 - 2-3x apart per epoch (README, "Benchmarks")."""
     import torch
+
+    from emo.cli import native_bf16
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU, {os.cpu_count()} cores"
+    return f"CPU, {os.cpu_count()} cores, {'bf16' if native_bf16() else 'fp32'}"
 
 
 def run_one(entry: dict, commit: bool = True) -> bool:
