@@ -16,7 +16,7 @@ import torch
 from emo import EmotionRecognizer, weights
 from emo.errors import EmoError
 from emo.inference.backends import resolve_checkpoint
-from emo.inference.detect import crop_faces
+from emo.inference.detect import YuNetDetector, crop_faces
 from emo.inference.images import to_grey
 from emo.models.module import EmoModule, load_checkpoint
 from emo.samples import sample_path
@@ -124,6 +124,14 @@ def test_yunet_finds_the_cameraman_that_haar_misses(rec):
     haar = EmotionRecognizer.from_pretrained(detector="haar")
     assert haar.detector.name == "haar" and haar.predict(sample_path("camera")) == []
     assert len(haar.predict(sample_path("astronaut"))) == 1
+
+
+def test_loading_yunet_prints_nothing_and_leaves_opencvs_log_level(capfd):
+    level = cv2.utils.logging.getLogLevel()
+    YuNetDetector()
+    # OpenCV 5 printed "[ WARN:0@0.025] ... Targets are not supported by the new graph engine".
+    assert capfd.readouterr().err == ""
+    assert cv2.utils.logging.getLogLevel() == level
 
 
 def test_detector_choices_and_errors(monkeypatch):

@@ -9,7 +9,8 @@ where a box leaves the image).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,23 @@ def crop_faces(grey: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
         else:
             crops.append(cv2.getRectSubPix(grey, (int(w), int(h)), (x + (w - 1) / 2, y + (h - 1) / 2)))
     return crops
+
+
+@contextmanager
+def _opencv_warnings_off() -> Iterator[None]:
+    """OpenCV 5 warns on every YuNet load that its new graph engine takes no target ("Targets are
+    not supported"): harmless, emo runs it on the CPU, but it lands in every user's terminal. Its
+    log level is lowered to errors for the call and then put back."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
 
 
 class HaarDetector:
@@ -182,9 +200,10 @@ class YuNetDetector:
                 f"OpenCV {cv2.__version__} has no FaceDetectorYN: pip install 'opencv-python-headless>=4.8'"
             )
         try:
-            self.net = cv2.FaceDetectorYN.create(
-                str(YUNET_PATH), "", (320, 320), score_threshold, nms_threshold, 64
-            )
+            with _opencv_warnings_off():
+                self.net = cv2.FaceDetectorYN.create(
+                    str(YUNET_PATH), "", (320, 320), score_threshold, nms_threshold, 64
+                )
         except cv2.error as err:
             raise EmoError(
                 f"cannot load YuNet from {YUNET_PATH} ({err.msg.strip()}): reinstall emo"
