@@ -258,7 +258,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
 
 def device_name() -> str:
     """This machine's training device: the GPU's name, else the CPU's core count and whether it
-    trains in bf16 (native) or fp32 - 2-3x apart per epoch (README, "Benchmarks")."""
+    trains in bf16 (native) or fp32: about 3x apart per epoch (README, "Benchmarks")."""
     import torch
 
     from emo.cli import native_bf16
@@ -402,8 +402,8 @@ def status() -> None:
         else:
             last = run_dir(name) / "checkpoints" / "last.ckpt"
             state = f"epoch {epoch_of(last)} saved" if last.is_file() else "pending"
-            if pid and pace(run_dir(name)):
-                state += f" ({pace(run_dir(name))})"
+            speed = pace(run_dir(name)) if pid else ""
+            state += f" ({speed})" if speed else ""
         print(f"  {name:<24} {state}")
 
 
