@@ -9,9 +9,9 @@
 # What comes back in $OUT (at most 8 files of 16 MiB):
 #   results.tgz          runs/NAME/ of every finished run: untar it in the repository root
 #   logs.tgz             each run's train.log, composed config and metrics.json
-#   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (split in parts
-#                        over 15 MiB: cat resume-NAME.tgz.* | tar xz); the CPU queue or the next
-#                        GPU call resumes it
+#   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (over 30 MB: a
+#                        lean copy, train_queue.py lean; split in parts over 15 MiB:
+#                        cat resume-NAME.tgz.* | tar xz); the CPU queue or the next GPU call resumes it
 set -uo pipefail
 budget=${1:?usage: gpu_queue.sh SECONDS NAME [NAME...]}
 shift
@@ -41,7 +41,14 @@ for name in "$@"; do
     done_runs+=("runs/$name")
   elif [ -f "$EMO_QUEUE_DIR/$name/checkpoints/last.ckpt" ]; then
     mkdir -p "/tmp/resume/runs/$name"
-    cp "$EMO_QUEUE_DIR/$name/checkpoints/last.ckpt" "/tmp/resume/runs/$name/resume.ckpt"
+    last="$EMO_QUEUE_DIR/$name/checkpoints/last.ckpt"
+    if [ "$(stat -c %s "$last")" -gt 30000000 ]; then
+      # A large net's last.ckpt (vgg_fer: 126 MB) cannot come back whole: its live weights in fp16,
+      # without the weight average and SGD's momentum, still resume (~21 MB).
+      python3 scripts/train_queue.py lean "$last" "/tmp/resume/runs/$name/resume.ckpt"
+    else
+      cp "$last" "/tmp/resume/runs/$name/resume.ckpt"
+    fi
     cp "$EMO_QUEUE_DIR/$name/queue_time.json" "/tmp/resume/runs/$name/" 2>/dev/null
     tar czf "$out/resume-$name.tgz" -C /tmp/resume "runs/$name"
     if [ "$(stat -c %s "$out/resume-$name.tgz")" -gt 45000000 ]; then

@@ -43,6 +43,44 @@ def test_resumable_accepts_a_last_ckpt_and_explains_what_it_refuses(trained_run,
     assert "unreadable" in train_queue.resumable(tmp_path / "junk.ckpt")
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_lean_resume_point_is_small_and_training_goes_on_from_it(optimizer, make_cfg, tmp_path):
+    from emo.train import train
+
+    common = [
+        "data.batch_size=32",
+        "~logger",
+        "test=false",
+        "callbacks.ema.decay=0.9",
+        f"optimizer={optimizer}",
+    ]
+    train(make_cfg("trainer.max_epochs=1", *common, out_dir=tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    lean = train_queue.lean_resume(last, tmp_path / "lean.ckpt")
+    # fp32 weights, their average and Adam's 2 moments (4 copies) -> fp16 weights and moments (1.5);
+    # with SGD, weights, average and momentum (3) -> fp16 weights (0.5)
+    assert lean.stat().st_size < (0.4 if optimizer == "adam" else 0.2) * last.stat().st_size
+    assert train_queue.resumable(lean) is None and train_queue.epoch_of(lean) == 1
+    full, small = (torch.load(p, map_location="cpu", weights_only=True) for p in (last, lean))
+    assert "current_model_state" not in small and "averaging_state" not in small
+    for name, value in full["current_model_state"].items():  # the live weights, not their average
+        assert small["state_dict"][name].dtype == (
+            torch.float16 if value.is_floating_point() else value.dtype
+        )
+        assert torch.allclose(small["state_dict"][name].to(value.dtype), value, rtol=1e-3, atol=1e-4)
+    states = zip(
+        full["optimizer_states"][0]["state"].values(), small["optimizer_states"][0]["state"].values()
+    )
+    for state, small_state in states:
+        if optimizer == "adam":
+            assert small_state["exp_avg"].dtype == torch.float16 and small_state["step"] == state["step"]
+            assert torch.allclose(small_state["exp_avg"].float(), state["exp_avg"], rtol=1e-3, atol=1e-6)
+        else:
+            assert "momentum_buffer" in state and "momentum_buffer" not in small_state
+    train(make_cfg("trainer.max_epochs=2", *common, f"ckpt_path={lean}", out_dir=tmp_path / "resumed"))
+    assert train_queue.epoch_of(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == 2  # one more epoch
+
+
 def test_held_runs_wait_and_the_queue_goes_on_past_them(monkeypatch):
     entries = [
         {"name": "a", "command": "python -m emo.train x=1", "hold": "decided by b's result"},
