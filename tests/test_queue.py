@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shlex
+import shutil
 import time
 
 import pytest
@@ -114,9 +117,6 @@ def test_a_runs_time_adds_up_over_attempts_and_counts_the_one_in_progress(tmp_pa
 
 
 def test_status_tells_the_pace_of_the_attempt_in_progress(tmp_path):
-    import json
-    import os
-
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / ".hydra").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -176,8 +176,6 @@ def test_one_run_is_finished_only_when_its_training_ran_to_the_end(stopped, monk
 def test_a_run_trained_elsewhere_is_finished_from_its_last_epoch(trained_run, fer_dir, tmp_path, monkeypatch):
     """A run whose best epoch's file stayed on the GPU machine that trained it (only last.ckpt came
     back) is scored and packed from last.ckpt, and result.json says so and names the device."""
-    import json
-    import shutil
 
     queue, runs = tmp_path / "queue", tmp_path / "runs"
     ckpts = queue / "r" / "checkpoints"
