@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Queue runs (runs/queue.yaml) side by side on a lent GPU machine, as one command from the
 # repository root, with .gpu/ (make gpu-bundle) carried along:
-#   bash scripts/gpu_queue.sh SECONDS NAME [NAME...]
+#   bash scripts/gpu_queue.sh SECONDS [NAME...]
 # Each NAME runs its queue command exactly (held runs too) and is finished as the CPU queue
 # finishes it (scripts/train_queue.py one NAME --no-commit): runs/NAME/ gets the fp16 weights,
 # train_probs.pt, val_probs.pt and result.json (PublicTest only; PrivateTest is not carried).
@@ -12,16 +12,27 @@
 #   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (over 30 MB: a
 #                        lean copy, train_queue.py lean; split in parts over 15 MiB:
 #                        cat resume-NAME.tgz.* | tar xz); the CPU queue or the next GPU call resumes it
+#
+# .gpu/ (~56 MiB) and a large run's resume point (~21 MB, lean) do not fit in one call's 64 MiB
+# together, so .gpu/ is kept in /tmp/gpu for the machine's later calls: a call with no NAME
+# carrying .gpu only stages it, and a call without .gpu uses what an earlier one left.
 set -uo pipefail
-budget=${1:?usage: gpu_queue.sh SECONDS NAME [NAME...]}
+budget=${1:?usage: gpu_queue.sh SECONDS [NAME...]}
 shift
 out=${OUT:?OUT must name the folder whose files come back}
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl || exit 1
+gpu=/tmp/gpu
+if [ -d .gpu/data ]; then
+  mkdir -p "$gpu" && cp -r .gpu/. "$gpu/" || exit 1
+elif [ ! -d "$gpu/data" ]; then
+  echo "no .gpu/ carried, and no earlier call on this machine left one in $gpu: carry .gpu (make gpu-bundle)"
+  exit 1
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$gpu"/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export EMO_DATA_DIR=.gpu/data EMO_CACHE_DIR=/tmp/emo-cache EMO_QUEUE_DIR=/tmp/queue
+export EMO_DATA_DIR=$gpu/data EMO_CACHE_DIR=/tmp/emo-cache EMO_QUEUE_DIR=/tmp/queue
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # Decode the compact copy once, before the runs start side by side.
-python3 -c "from emo.data.fer2013 import load_fer2013; load_fer2013('.gpu/data')" || exit 1
+python3 -c "from emo.data.fer2013 import load_fer2013; load_fer2013('$gpu/data')" || exit 1
 pids=()
 for name in "$@"; do
   mkdir -p "$EMO_QUEUE_DIR/$name"
@@ -64,5 +75,6 @@ for name in "$@"; do
 done
 [ ${#done_runs[@]} -gt 0 ] && tar czf "$out/results.tgz" "${done_runs[@]}"
 # TensorBoard files (confusion-matrix images every epoch) would make it too big to come back.
-tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' --exclude='events.out.tfevents.*' .
+[ -d "$EMO_QUEUE_DIR" ] && tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' --exclude='events.out.tfevents.*' .
+[ $# -eq 0 ] && echo "no run named: .gpu/ staged in $gpu for this machine's later calls"
 ls -l "$out"

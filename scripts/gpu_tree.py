@@ -5,8 +5,8 @@
 
 The device tool sends the working tree (tracked files, and untracked ones git does not ignore)
 with the carried paths, 64 MiB in all, and `.gpu/` (make gpu-bundle) takes ~60 MB of that, while
-the committed weights and resume points are ~90 MB. `hide` moves every tracked file over 64 KB
-into `.gpu-hidden/` (git-ignored, so it stays on this machine) except what training reads there:
+the committed weights and resume points are ~90 MB. `hide` moves every file the call would send
+(tracked, or untracked and not ignored) over 64 KB into `.gpu-hidden/` (git-ignored, so it stays on this machine) except what training reads there:
 the package's stored soft targets (`emo/data/targets/`, cnn3's default), and for the named queue
 runs their `runs/NAME/resume.ckpt` and any file their command names (`init_from=...`,
 `model.distill_targets=...`). It prints what will travel. Nothing is deleted: `restore` moves
@@ -49,14 +49,9 @@ def needed(root: Path, entries: list[dict], names: list[str]) -> set[str]:
     return keep
 
 
-def tracked(root: Path) -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, text=True)
-    return [p for p in out.stdout.split("\0") if p and (root / p).is_file()]
-
-
-def travelling(root: Path, carried: list[str]) -> int:
-    """Bytes the device tool would send: tracked files still here, untracked ones git does not
-    ignore, and the carried paths."""
+def sent(root: Path) -> list[str]:
+    """The files the device tool sends from the tree: tracked ones still here, and untracked ones
+    git does not ignore (a resume point just back from a GPU call, say)."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=root,
@@ -64,7 +59,12 @@ def travelling(root: Path, carried: list[str]) -> int:
         check=True,
         text=True,
     )
-    files = [root / p for p in out.stdout.split("\0") if p and (root / p).is_file()]
+    return [p for p in dict.fromkeys(out.stdout.split("\0")) if p and (root / p).is_file()]
+
+
+def travelling(root: Path, carried: list[str]) -> int:
+    """Bytes a call would send: :func:`sent` and the carried paths."""
+    files = [root / p for p in sent(root)]
     for c in carried:
         files += [f for f in (root / c).rglob("*") if f.is_file()]
     return sum(f.stat().st_size for f in files)
@@ -73,7 +73,7 @@ def travelling(root: Path, carried: list[str]) -> int:
 def hide(root: Path, entries: list[dict], names: list[str]) -> list[str]:
     keep = needed(root, entries, names)
     moved = []
-    for path in tracked(root):
+    for path in sent(root):
         if path in keep or path.startswith((HIDDEN, *ALWAYS)) or (root / path).stat().st_size <= BIG:
             continue
         dest = root / HIDDEN / path
@@ -103,16 +103,14 @@ def restore(root: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["hide", "restore"])
-    parser.add_argument("names", nargs="*", help="hide: the queue runs the GPU call trains")
+    parser.add_argument("names", nargs="*", help="hide: the queue runs the GPU call trains (none: keep none)")
     parser.add_argument("--carry", nargs="*", default=[".gpu"], help="paths the call carries (default: .gpu)")
     args = parser.parse_args()
     if args.action == "hide":
-        if not args.names:
-            sys.exit("usage: gpu_tree.py hide NAME [NAME...]: the runs the GPU call trains")
         entries = yaml.safe_load((ROOT / "runs" / "queue.yaml").read_text())["runs"]
         moved = hide(ROOT, entries, args.names)
         size = travelling(ROOT, args.carry)
-        print(f"moved {len(moved)} tracked files into {HIDDEN}/; {size / 2**20:.1f} MiB will travel")
+        print(f"moved {len(moved)} files into {HIDDEN}/; {size / 2**20:.1f} MiB will travel")
         if size > LIMIT:
             sys.exit(f"still over the device tool's {LIMIT / 2**20:.0f} MiB: carry less")
         print("after the call: python scripts/gpu_tree.py restore")

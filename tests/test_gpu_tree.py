@@ -39,6 +39,8 @@ def repo(tmp_path):
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", ".")
     git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
+    (tmp_path / "runs/c").mkdir()
+    (tmp_path / "runs/c/resume.ckpt").write_bytes(b"x" * BIG)  # untracked: back from a GPU call
     return tmp_path
 
 
@@ -51,14 +53,16 @@ ENTRIES = [
 def test_hide_keeps_what_the_runs_read_and_restore_puts_everything_back(repo):
     before = gpu_tree.travelling(repo, [".gpu"])
     moved = gpu_tree.hide(repo, ENTRIES, ["a"])
-    assert sorted(moved) == ["emo/weights/big.ckpt", "runs/b/resume.ckpt"]
+    assert sorted(moved) == ["emo/weights/big.ckpt", "runs/b/resume.ckpt", "runs/c/resume.ckpt"]
     for kept in ("runs/a/resume.ckpt", "runs/targets/ens.pt", "emo/data/targets/vgg_s.pt"):
         assert (repo / kept).is_file()
     assert (repo / ".gpu-hidden/emo/weights/big.ckpt").stat().st_size == BIG
-    assert gpu_tree.travelling(repo, [".gpu"]) == before - 2 * BIG  # hidden files do not travel
-    assert gpu_tree.travelling(repo, []) == before - 2 * BIG - 1000  # nor .gpu unless carried
+    assert gpu_tree.travelling(repo, [".gpu"]) == before - 3 * BIG  # hidden files do not travel
+    assert gpu_tree.travelling(repo, []) == before - 3 * BIG - 1000  # nor .gpu unless carried
     assert sorted(gpu_tree.restore(repo)) == sorted(moved)
-    assert git(repo, "status", "--porcelain") == "" and not (repo / ".gpu-hidden").exists()
+    assert git(repo, "status", "--porcelain") == "?? runs/c/\n" and not (repo / ".gpu-hidden").exists()
+    no_run = sorted(gpu_tree.hide(repo, ENTRIES, []))  # a call that only stages .gpu keeps none
+    assert no_run == sorted([*moved, "runs/a/resume.ckpt", "runs/targets/ens.pt"])
 
 
 def test_hide_refuses_a_run_the_queue_does_not_know_and_restore_keeps_what_would_clash(repo):
