@@ -40,10 +40,13 @@ for name in "$@"; do
   pids+=($!)
 done
 # Stop what is still training when the budget is spent (the runner passes SIGTERM on).
+# Its output goes nowhere and its sleep is ended with it: a sleep left behind holding stdout kept
+# `gpu_queue.sh ... | grep` waiting out the whole budget after the runs had finished.
 (sleep "$budget"; for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
- sleep 30; pkill -KILL -f "python3 -m emo.train") &
+ sleep 30; pkill -KILL -f "python3 -m emo.train") >/dev/null 2>&1 &
 watchdog=$!
 for p in "${pids[@]}"; do wait "$p"; done
+pkill -P "$watchdog" 2>/dev/null
 kill "$watchdog" 2>/dev/null
 done_runs=()
 for name in "$@"; do
