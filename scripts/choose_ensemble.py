@@ -145,8 +145,16 @@ def main() -> None:
         help="points over the best single model before packing is suggested (default 0.3: ~11 faces; "
         "the best of many subsets beats it by a few faces by chance)",
     )
+    parser.add_argument(
+        "--max-mb",
+        type=float,
+        default=MAX_MB,
+        help=f"fp16 size limit of a subset (default {MAX_MB:.0f}: the bundle's); a teacher ensemble "
+        "whose probabilities become soft targets (python -m emo.distill) is never bundled: 0 for no limit",
+    )
     parser.add_argument("--out", type=Path, help="write the ranking as JSON here")
     args = parser.parse_args()
+    max_mb = args.max_mb or float("inf")
 
     from emo.data import FER2013DataModule
     from emo.data.fer2013 import FER2013_CLASSES
@@ -165,7 +173,7 @@ def main() -> None:
     # Tens of thousands of small reductions: one thread is ~20x faster than two on a CPU that a
     # training shares (measured), and no slower on an idle one.
     torch.set_num_threads(1)
-    groups, singles = rank(members, labels, people, args.max_members)
+    groups, singles = rank(members, labels, people, args.max_members, max_mb)
 
     def row(s: Scored) -> str:
         agree = "—" if s.agreement is None else f"{s.agreement:.2%}"
@@ -176,7 +184,8 @@ def main() -> None:
     )
     print(f"PublicTest: {len(labels)} faces (one face = {1 / len(labels):.3%}); each member alone:\n{head}")
     print("\n".join(row(s) for s in singles))
-    print(f"\nbest of {len(groups)} subsets (2-{args.max_members} members, <= {MAX_MB:.0f} MB):\n{head}")
+    limit = "any size" if max_mb == float("inf") else f"<= {max_mb:g} MB"
+    print(f"\nbest of {len(groups)} subsets (2-{args.max_members} members, {limit}):\n{head}")
     print("\n".join(row(s) for s in groups[: args.top]))
     if groups:
         best, by_name = groups[0], {m.name: m for m in members}
@@ -186,7 +195,13 @@ def main() -> None:
             f"\nbest subset: {' + '.join(best.members)} with TTA {best.tta}: {best.accuracy:.2%} against the best "
             f"single model's {singles[0].accuracy:.2%} ({gain:+.2f} points)"
         )
-        if not beats:
+        if max_mb > MAX_MB:  # a teacher set: its stored probabilities, not a bundle
+            stored = [RUNS / n / "train_probs.pt" for n in best.members]  # else the checkpoint
+            probs = " ".join(
+                str((p if p.is_file() else by_name[n].ckpt).relative_to(ROOT)) for n, p in zip(best.members, stored)
+            )
+            print(f"soft targets:  python -m emo.distill {probs} --out runs/targets/NAME.pt")
+        elif not beats:
             print(f"no subset beats the best single model by {args.min_gain} points: nothing to pack")
         else:
             ckpts = " ".join(str(by_name[n].ckpt.relative_to(ROOT)) for n in best.members)

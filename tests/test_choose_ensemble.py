@@ -58,6 +58,9 @@ def test_subsets_over_the_bundle_limit_are_left_out():
     groups, singles = choose.rank(big, labels, max_members=3)
     assert len(singles) == 6  # three members x two TTAs
     assert groups and all(len(g.members) == 2 and g.mb == 20.0 for g in groups)
+    # A teacher set for soft targets is never bundled: --max-mb 0 lifts the limit.
+    groups, _ = choose.rank(big, labels, max_members=3, max_mb=float("inf"))
+    assert {len(g.members) for g in groups} == {2, 3}
 
 
 def test_ranking_scores_as_the_metrics_module_does():
