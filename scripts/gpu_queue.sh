@@ -7,7 +7,8 @@
 # train_probs.pt, val_probs.pt and result.json (PublicTest only; PrivateTest is not carried).
 # After SECONDS of training the runs still going are stopped and their last.ckpt is kept instead.
 # What comes back in $OUT (at most 8 files of 16 MiB):
-#   results.tgz          runs/NAME/ of every finished run: untar it in the repository root
+#   results.tgz*         runs/NAME/ of every finished run: untar it in the repository root (over
+#                        15 MiB: in parts, cat results.tgz.* | tar xz)
 #   logs.tgz             each run's train.log, composed config and metrics.json
 #   resume-NAME.tgz*     an unfinished run's last.ckpt as runs/NAME/resume.ckpt (over 30 MB: a
 #                        lean copy, train_queue.py lean; split in parts over 15 MiB:
@@ -76,7 +77,14 @@ for name in "$@"; do
     fi
   fi
 done
-[ ${#done_runs[@]} -gt 0 ] && tar czf "$out/results.tgz" "${done_runs[@]}"
+if [ ${#done_runs[@]} -gt 0 ]; then
+  tar czf "$out/results.tgz" "${done_runs[@]}"
+  # A large net's packed weights (vgg_fer: 21 MB in fp16) make it more than one file may bring
+  # back (16 MiB): parts of 15 MiB, joined by cat results.tgz.* | tar xz.
+  if [ "$(stat -c %s "$out/results.tgz")" -gt 15000000 ]; then
+    split -b 15m -d "$out/results.tgz" "$out/results.tgz." && rm "$out/results.tgz"
+  fi
+fi
 # TensorBoard files (confusion-matrix images every epoch) would make it too big to come back.
 [ -d "$EMO_QUEUE_DIR" ] && tar czf "$out/logs.tgz" -C "$EMO_QUEUE_DIR" --exclude='*.ckpt' --exclude='events.out.tfevents.*' .
 [ $# -eq 0 ] && echo "no run named: .gpu/ staged in $gpu for this machine's later calls"
