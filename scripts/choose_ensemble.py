@@ -198,7 +198,8 @@ def main() -> None:
         if max_mb > MAX_MB:  # a teacher set: its stored probabilities, not a bundle
             stored = [RUNS / n / "train_probs.pt" for n in best.members]  # else the checkpoint
             probs = " ".join(
-                str((p if p.is_file() else by_name[n].ckpt).relative_to(ROOT)) for n, p in zip(best.members, stored)
+                str((p if p.is_file() else by_name[n].ckpt).relative_to(ROOT))
+                for n, p in zip(best.members, stored)
             )
             print(f"soft targets:  python -m emo.distill {probs} --out runs/targets/NAME.pt")
         elif not beats:
