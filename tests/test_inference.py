@@ -227,7 +227,9 @@ def test_predict_and_classify_use_the_recorded_tta_unless_told_otherwise(rec, fa
     (same,) = rec.predict(photo, tta=recorded)
     (plain,) = rec.predict(photo, tta="none")
     assert_same_faces([default], [same])
-    assert default.box == plain.box and np.abs(default.probs - plain.probs).max() > 1e-3  # TTA moved them
+    # TTA moved them: compared as log-probabilities, since a confident model (happy 0.99 here)
+    # moves its probabilities by less than 1e-3 and its small classes by a quarter of their size.
+    assert default.box == plain.box and np.abs(np.log(default.probs) - np.log(plain.probs)).max() > 0.05
     (crop,) = crop_faces(to_grey(face_bgr), np.array([default.box]))
     np.testing.assert_allclose(rec.classify(crop), rec.classify(crop, recorded), atol=1e-6)
     np.testing.assert_allclose(rec.probs([crop]), rec.classify(crop, recorded), atol=1e-6)
