@@ -8,7 +8,7 @@ A member is a queue run's name (its committed ``runs/NAME/val_probs.pt``: Public
 probabilities with TTA none and flip), a bundled model's name, or a checkpoint path (both scored
 on PublicTest once here). Every subset of at least two members (up to ``--max-members``) and
 every TTA is scored by the mean of its members' probabilities, against the FER-2013 labels and
-the FER+ majority (agreement with people); subsets over the 25 MB bundle limit (fp16) are left
+the FER+ majority (agreement with people); subsets over the 25 MB bundle limit (fp16, or int8 with --int8) are left
 out. The table shows the best subsets and each member alone. PrivateTest is never read.
 
 The winner is chosen on PublicTest accuracy among 2^k subsets, so its PublicTest figure is
@@ -49,10 +49,11 @@ class Scored:
     accuracy: float
     agreement: float | None
     params: int
+    bytes_per_param: int = 2  # fp16; 1 for int8 weights (python -m emo.weights ... --int8)
 
     @property
     def mb(self) -> float:
-        return self.params * 2 / 1e6  # fp16
+        return self.params * self.bytes_per_param / 1e6
 
 
 def rank(
@@ -61,8 +62,11 @@ def rank(
     people: torch.Tensor | None = None,
     max_members: int = 5,
     max_mb: float = MAX_MB,
+    bytes_per_param: int = 2,
 ) -> tuple[list[Scored], list[Scored]]:
     """(every subset of >= 2 members within ``max_mb``, best first; each member alone, best first).
+
+    ``bytes_per_param``: what a packed weight takes (2: fp16; 1: int8, ``emo.weights --int8``).
 
     ``people``: each face's FER+ majority (-1: none of the classes), for agreement with people.
     Ties on accuracy go to fewer members, then to the higher agreement.
@@ -80,7 +84,7 @@ def rank(
         if counted is not None and counted.any():
             agreement = (pred[counted] == people[counted]).float().mean().item()
         names = tuple(m.name for m in group)
-        return Scored(names, tta, accuracy, agreement, sum(m.params for m in group))
+        return Scored(names, tta, accuracy, agreement, sum(m.params for m in group), bytes_per_param)
 
     def key(s: Scored):
         return (-s.accuracy, len(s.members), -(s.agreement or 0.0))
@@ -149,11 +153,18 @@ def main() -> None:
         "--max-mb",
         type=float,
         default=MAX_MB,
-        help=f"fp16 size limit of a subset (default {MAX_MB:.0f}: the bundle's); a teacher ensemble "
+        help=f"size limit of a subset (fp16, or int8 with --int8) (default {MAX_MB:.0f}: the bundle's); a teacher ensemble "
         "whose probabilities become soft targets (python -m emo.distill) is never bundled: 0 for no limit",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="size subsets as int8 weights (1 byte a parameter, python -m emo.weights ... --int8; the "
+        "probabilities ranked are the stored fp16 ones: score the winner once more after packing)",
     )
     parser.add_argument("--out", type=Path, help="write the ranking as JSON here")
     args = parser.parse_args()
+    width = 1 if args.int8 else 2
     max_mb = args.max_mb or float("inf")
 
     from emo.data import FER2013DataModule
@@ -173,14 +184,15 @@ def main() -> None:
     # Tens of thousands of small reductions: one thread is ~20x faster than two on a CPU that a
     # training shares (measured), and no slower on an idle one.
     torch.set_num_threads(1)
-    groups, singles = rank(members, labels, people, args.max_members, max_mb)
+    groups, singles = rank(members, labels, people, args.max_members, max_mb, width)
 
     def row(s: Scored) -> str:
         agree = "—" if s.agreement is None else f"{s.agreement:.2%}"
         return f"| {' + '.join(s.members)} | {s.tta} | {s.accuracy:.2%} | {agree} | {s.params / 1e6:.2f} M | {s.mb:.1f} MB |"
 
     head = (
-        "| members | TTA | PublicTest acc | PublicTest agreement | params | fp16 |\n|---|---|---|---|---|---|"
+        f"| members | TTA | PublicTest acc | PublicTest agreement | params | {'int8' if args.int8 else 'fp16'} |\n"
+        "|---|---|---|---|---|---|"
     )
     print(f"PublicTest: {len(labels)} faces (one face = {1 / len(labels):.3%}); each member alone:\n{head}")
     print("\n".join(row(s) for s in singles))
@@ -206,13 +218,14 @@ def main() -> None:
             print(f"no subset beats the best single model by {args.min_gain} points: nothing to pack")
         else:
             ckpts = " ".join(str(by_name[n].ckpt.relative_to(ROOT)) for n in best.members)
-            print(f"pack it:  python -m emo.weights {ckpts} ensemble --fp16")
+            print(f"pack it:  python -m emo.weights {ckpts} ensemble {'--int8' if args.int8 else '--fp16'}")
     if args.out:
         as_dict = lambda s: {**s.__dict__, "mb": round(s.mb, 2)}  # noqa: E731
         args.out.write_text(
             json.dumps(
                 {
                     "split": "val",
+                    "weights": "int8" if args.int8 else "fp16",
                     "singles": [as_dict(s) for s in singles],
                     "subsets": [as_dict(s) for s in groups[: args.top]],
                 },

@@ -61,6 +61,9 @@ def test_subsets_over_the_bundle_limit_are_left_out():
     # A teacher set for soft targets is never bundled: --max-mb 0 lifts the limit.
     groups, _ = choose.rank(big, labels, max_members=3, max_mb=float("inf"))
     assert {len(g.members) for g in groups} == {2, 3}
+    # int8 weights (--int8) take one byte a parameter: all three fit in 15 MB
+    groups, _ = choose.rank(big, labels, max_members=3, bytes_per_param=1)
+    assert {len(g.members) for g in groups} == {2, 3} and max(g.mb for g in groups) == 15.0
 
 
 def test_ranking_scores_as_the_metrics_module_does():

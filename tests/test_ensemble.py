@@ -69,6 +69,41 @@ def test_a_packed_ensemble_predicts_its_members_mean(two_runs, ens_file, tmp_pat
     torch.testing.assert_close(load_ensemble(two_runs).predict_proba(x), ens.predict_proba(x))
 
 
+def test_int8_weights_take_a_quarter_of_fp32_and_load_as_float_within_half_a_step(two_runs, ens_file, tmp_path):
+    fp32 = [read_checkpoint(p)["state_dict"] for p in two_runs]
+    small = weights.pack_ensemble(two_runs, tmp_path / "int8.ckpt", int8=True)
+    # cnn3's weights are nearly all conv and linear: about a quarter of the fp32 file
+    assert small.stat().st_size < 0.3 * ens_file.stat().st_size
+    stored = torch.load(small, weights_only=True)["members"][0]
+    conv = next(k for k, v in fp32[0].items() if v.ndim == 4)
+    assert stored["state_dict"][conv].dtype == torch.int8
+    assert stored["emo_int8_scales"][conv].shape == (fp32[0][conv].shape[0],)  # one per output channel
+    bias = next(k for k, v in fp32[0].items() if v.ndim == 1 and v.is_floating_point())
+    assert stored["state_dict"][bias].dtype == torch.float16  # the rest as in --fp16
+
+    raw = read_checkpoint(small)  # every reader gets float weights back, the scales gone
+    for member, original in zip(raw["members"], fp32):
+        assert "emo_int8_scales" not in member
+        for key, value in original.items():
+            got = member["state_dict"][key]
+            if value.is_floating_point() and value.ndim >= 2:
+                step = value.abs().flatten(1).amax(1) / 127  # each channel's quantization step
+                err = (got.float() - value).abs().flatten(1).amax(1)
+                assert got.dtype == torch.float32 and bool((err <= step / 2 + 1e-7).all()), key
+                assert err.max() > 0  # rounded for real
+    loaded = load_checkpoint(small)
+    assert isinstance(loaded, Ensemble) and next(loaded.parameters()).dtype == torch.float32
+    x = faces()
+    torch.testing.assert_close(
+        loaded.predict_proba(x, "flip"), load_checkpoint(ens_file).predict_proba(x, "flip"), atol=2e-2, rtol=0
+    )
+    # one network packed so loads the same way, and fine-tunes from it (init_from reads it)
+    single = weights.pack(two_runs[0], tmp_path / "one.ckpt", int8=True)
+    one = load_checkpoint(single)
+    assert isinstance(one, EmoModule)
+    torch.testing.assert_close(one.predict_proba(x), loaded.members[0].predict_proba(x))
+
+
 def test_an_ensemble_file_teaches_as_its_stored_probabilities_would(two_runs, ens_file):
     """An ensemble teacher's softened target is its mean probability p ** (1/T), renormalised:
     the same as for stored soft targets (``python -m emo.distill``) of the same members."""
@@ -135,7 +170,7 @@ def test_bad_ensembles_are_one_line_errors(two_runs, ens_file, tmp_path, monkeyp
     size = ens_file.stat().st_size / 1e6
     assert one_line(err) == (
         f"the ensemble of 2 would take {size:.1f} MB, over the 0.5 MB a bundled file may take: "
-        "drop a member or pack in fp16 (--fp16)"
+        "drop a member or pack in fp16 (--fp16) or int8 (--int8)"
     )
     assert not out.exists()  # nothing written
     # garbled ensemble files: the one-line errors of foreign files
@@ -195,6 +230,9 @@ def test_weights_cli_packs_one_checkpoint_as_before_and_several_as_an_ensemble(
     assert "an ensemble of 2" in capsys.readouterr().err
     assert isinstance(load_checkpoint(out), Ensemble)
     assert torch.load(out, weights_only=True)["emo_metrics"] == {"accuracy": 0.5, "split": "test"}
+    weights.main([*two_runs, "ens", "--int8", "--out", str(out)])
+    assert isinstance(load_checkpoint(out), Ensemble)
+    assert torch.load(out, weights_only=True)["members"][1]["emo_int8_scales"]
     weights.main([*two_runs, "ens", "--out", str(out)])  # no --metrics: no member's metrics either
     assert torch.load(out, weights_only=True)["emo_metrics"] == {}
     with pytest.raises(SystemExit):

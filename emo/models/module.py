@@ -29,6 +29,7 @@ from emo.data.soft_targets import SoftTargetsMismatch, load_soft_targets
 from emo.data.transforms import Preprocess
 from emo.errors import EmoError
 from emo.models import create_model
+from emo.models.int8 import dequantize_checkpoint
 from emo.report.metrics import StageMetrics, confusion_figure
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ class EmoModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if not {"arch", "class_names"} <= set(checkpoint.get("hyper_parameters") or {}):
             raise ValueError("not an emo checkpoint")  # load_checkpoint says so in one line
+        dequantize_checkpoint(checkpoint)  # weights packed as int8 (emo.weights --int8) become float
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -443,7 +445,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The raw contents of an emo checkpoint file, checked to be one.
 
     An ensemble file (``is_ensemble_file``) has no top-level ``state_dict``: its ``members`` are
-    checkpoints, each checked like a file of its own.
+    checkpoints, each checked like a file of its own. Weights packed as int8 come back in float32.
 
     Raises:
         EmoError: the file is missing, unreadable, or not an emo checkpoint.
@@ -452,8 +454,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ckpt = _read(path, map_location)
     if _is_ensemble(ckpt):
         _check_ensemble(path, ckpt)
+        for member in ckpt["members"]:
+            dequantize_checkpoint(member)
     else:
         _check_contents(path, ckpt)
+        dequantize_checkpoint(ckpt)
     return ckpt
 
 

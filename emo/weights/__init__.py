@@ -3,6 +3,7 @@
     python -m emo.weights outputs/.../checkpoints/best-....ckpt cnn3   # pack a run's checkpoint
     python -m emo.weights ... vgg_fer --fp16                          # half the size
     python -m emo.weights A.ckpt B.ckpt C.ckpt ensemble --fp16 --metrics M.json   # an ensemble
+    python -m emo.weights A.ckpt B.ckpt ensemble --int8     # weights as int8: a quarter of fp32
 
 A packed file keeps only what inference needs (weights, architecture, class names,
 preprocessing) plus where it came from (the training command's metrics), so it is small and
@@ -135,12 +136,21 @@ def weights_path(name: str) -> Path:
     return path
 
 
-def _slim(ckpt: dict, fp16: bool) -> dict:
-    """What inference needs of a checkpoint's contents (optimizer state dropped)."""
-    state = ckpt["state_dict"]
-    if fp16:
+def _slim(ckpt: dict, fp16: bool, int8: bool = False) -> dict:
+    """What inference needs of a checkpoint's contents (optimizer state dropped); ``int8``: the
+    convolution and linear weights as int8 with per-channel scales (``emo.models.int8``), the
+    rest in fp16."""
+    # Here, not at the top: as in pack().
+    from emo.models.int8 import SCALES_KEY, quantize_state
+
+    state, extra = ckpt["state_dict"], {}
+    if int8:
+        state, scales = quantize_state(state)
+        extra = {SCALES_KEY: scales}
+    if fp16 or int8:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     return {
+        **extra,
         "state_dict": state,
         "hyper_parameters": ckpt["hyper_parameters"],
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
@@ -150,19 +160,23 @@ def _slim(ckpt: dict, fp16: bool) -> dict:
     }
 
 
-def pack(src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bool = False) -> Path:
+def pack(
+    src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bool = False, int8: bool = False
+) -> Path:
     """Write the inference part of checkpoint ``src`` to ``dst`` (optimizer state dropped).
 
     Args:
         fp16: store floating-point weights in half precision (half the size; loading casts them
             back to float32, and predictions move by ~1e-3 in probability at most).
+        int8: store convolution and linear weights as int8 with a scale per output channel and
+            the rest in fp16 (a quarter of fp32; loading dequantizes them to float32).
     """
     # Here, not at the top: naming and finding weights (every inference start-up) needs no Lightning.
     from emo.models.module import Ensemble, load_checkpoint, read_checkpoint
 
     if isinstance(load_checkpoint(src), Ensemble):  # the weights must fit the architecture they claim
         raise EmoError(f"{src} is an ensemble file already: pack its members' checkpoints together instead")
-    slim = {**_slim(read_checkpoint(src), fp16), "emo_metrics": metrics or {}}
+    slim = {**_slim(read_checkpoint(src), fp16, int8), "emo_metrics": metrics or {}}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)
@@ -174,11 +188,12 @@ def pack_ensemble(
     dst: str | Path,
     metrics: dict | None = None,
     fp16: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Write checkpoints ``srcs`` as one ensemble file ``dst``, which ``load_checkpoint`` returns as
     an ``Ensemble`` (their mean probabilities).
 
-    Each member is packed as :func:`pack` would (fp16 when asked); the file's top level holds the
+    Each member is packed as :func:`pack` would (fp16 or int8 when asked); the file's top level holds the
     shared class names, preprocessing and labels, the ensemble marker and ``metrics`` (the
     ensemble's own, e.g. from ``python -m emo.evaluate 'ckpt_path=[A,B]'``).
 
@@ -209,7 +224,7 @@ def pack_ensemble(
     raw = [read_checkpoint(p) for p in srcs]
     contents = {
         FORMAT_KEY: ENSEMBLE_FORMAT,
-        "members": [_slim(r, fp16) for r in raw],
+        "members": [_slim(r, fp16, int8) for r in raw],
         "hyper_parameters": dict(Ensemble(members).hparams),  # arch, members, classes, preprocess, labels
         "pytorch-lightning_version": raw[0].get("pytorch-lightning_version"),
         "emo_version": emo.__version__,
@@ -221,7 +236,8 @@ def pack_ensemble(
     if size > MAX_ENSEMBLE_MB:
         raise EmoError(
             f"the ensemble of {len(srcs)} would take {size:.1f} MB, over the {MAX_ENSEMBLE_MB:g} MB a bundled file "
-            "may take: drop a member" + ("" if fp16 else " or pack in fp16 (--fp16)")
+            "may take: drop a member"
+            + ("" if int8 else " or pack in int8 (--int8)" if fp16 else " or pack in fp16 (--fp16) or int8 (--int8)")
         )
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         "an ensemble's own only when given, e.g. from python -m emo.evaluate 'ckpt_path=[A,B]')",
     )
     parser.add_argument("--fp16", action="store_true", help="store the weights in half precision")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="store convolution and linear weights as int8 (per-channel scales), the rest in fp16",
+    )
     parser.add_argument("--out", help="write here instead of emo/weights/NAME.ckpt")
     args = parser.parse_args(argv)
     single = len(args.ckpt) == 1
@@ -257,9 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     metrics.pop("checkpoint", None)  # a path on the training machine means nothing elsewhere
     dst = args.out or WEIGHTS_DIR / f"{args.name}.ckpt"
     if single:
-        dst = pack(args.ckpt[0], dst, metrics, fp16=args.fp16)
+        dst = pack(args.ckpt[0], dst, metrics, fp16=args.fp16, int8=args.int8)
     else:
-        dst = pack_ensemble(args.ckpt, dst, metrics, fp16=args.fp16)
+        dst = pack_ensemble(args.ckpt, dst, metrics, fp16=args.fp16, int8=args.int8)
     what = "" if single else f", an ensemble of {len(args.ckpt)}"
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB{what})", file=sys.stderr)
 
