@@ -69,7 +69,9 @@ def test_a_packed_ensemble_predicts_its_members_mean(two_runs, ens_file, tmp_pat
     torch.testing.assert_close(load_ensemble(two_runs).predict_proba(x), ens.predict_proba(x))
 
 
-def test_int8_weights_take_a_quarter_of_fp32_and_load_as_float_within_half_a_step(two_runs, ens_file, tmp_path):
+def test_int8_weights_take_a_quarter_of_fp32_and_load_as_float_within_half_a_step(
+    two_runs, ens_file, tmp_path
+):
     fp32 = [read_checkpoint(p)["state_dict"] for p in two_runs]
     small = weights.pack_ensemble(two_runs, tmp_path / "int8.ckpt", int8=True)
     # cnn3's weights are nearly all conv and linear: about a quarter of the fp32 file

@@ -237,7 +237,13 @@ def pack_ensemble(
         raise EmoError(
             f"the ensemble of {len(srcs)} would take {size:.1f} MB, over the {MAX_ENSEMBLE_MB:g} MB a bundled file "
             "may take: drop a member"
-            + ("" if int8 else " or pack in int8 (--int8)" if fp16 else " or pack in fp16 (--fp16) or int8 (--int8)")
+            + (
+                ""
+                if int8
+                else " or pack in int8 (--int8)"
+                if fp16
+                else " or pack in fp16 (--fp16) or int8 (--int8)"
+            )
         )
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
