@@ -54,9 +54,8 @@ def align_probs(probs: torch.Tensor, model_classes, classes) -> torch.Tensor:
     return torch.where(total > 0, out / total.clamp_min(1e-12), out)
 
 
-def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities (N, C) of ``model`` for every face of ``split``, in order, in chunks
-    (memory stays bounded whatever the TTA)."""
+def split_faces(datamodule, split: str) -> torch.Tensor:
+    """Every face of ``split``, in order, as the network's input (N, 1, S, S)."""
     datamodule.setup()
     ds = datamodule.datasets[split]
     faces = ds.images if split != "train" or ds.images.dtype != torch.uint8 else None
@@ -64,6 +63,13 @@ def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: in
         faces = normalize_faces(ds.images.float().div(255.0), datamodule.preprocess)
     if not torch.is_tensor(faces):  # per-image datasets hold numpy uint8 (N, 48, 48)
         faces = preprocess_faces(faces, datamodule.preprocess)
+    return faces
+
+
+def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (N, C) of ``model`` for every face of ``split``, in order, in chunks
+    (memory stays bounded whatever the TTA)."""
+    faces = split_faces(datamodule, split)
     device = next(model.parameters()).device  # faces go to the model, probabilities come back
     out = [
         model.predict_proba(faces[i : i + batch_size].to(device), tta).float().cpu()
