@@ -77,3 +77,52 @@ def test_foreign_onnx_files_are_one_line_errors(tmp_path):
         EmotionRecognizer.from_checkpoint(tmp_path / "junk.onnx")
     with pytest.raises(EmoError, match="not found"):
         EmotionRecognizer.from_checkpoint(tmp_path / "missing.onnx")
+
+
+def _int8_weight_range(proto) -> tuple[int, int]:
+    """The smallest and largest stored int8 weight of a quantised model's convolutions and linears."""
+    from onnx import numpy_helper
+
+    quantized = [
+        numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("weight_quantized")
+    ]
+    assert quantized, "no quantised weights in the model"
+    return min(int(w.min()) for w in quantized), max(int(w.max()) for w in quantized)
+
+
+@pytest.mark.parametrize("name", ["vgg_s", "vgg_s_people"])
+def test_bundled_int8_models_keep_weights_within_7_bits(name):
+    # Full-range int8 weights overflow the 16-bit saturating adds of CPUs without VNNI (AVX2):
+    # the shipped files must have been quantised with reduce_range.
+    import onnx
+
+    path = weights.weights_path(name).with_name(f"{name}-int8.onnx")
+    low, high = _int8_weight_range(onnx.load(str(path)))
+    assert -64 <= low and high <= 64 and high >= 32  # 7 bits, and used
+
+
+@pytest.mark.slow  # ONNX export and quantisation
+def test_quantize_int8_stores_7_bit_weights_and_follows_fp32():
+    import onnx
+
+    torch.manual_seed(0)
+    module = EmoModule(arch="vgg_t", net_kwargs={"widths": (8, 8, 16, 16), "depth": (1, 1, 1, 1)}).eval()
+    fp32 = export.export_onnx(module)
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((64, 1, 48, 48)).astype(np.float32)
+    int8 = export.quantize_int8(fp32, calibration)
+    proto = onnx.load_from_string(int8)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "QLinearConv" in ops and "Conv" not in ops
+    low, high = _int8_weight_range(proto)
+    assert -64 <= low and high <= 64 and high >= 32
+    assert {p.key: p.value for p in proto.metadata_props}["emo_quantization"] == "int8 static"
+
+    import onnxruntime as ort
+
+    x = rng.standard_normal((32, 1, 48, 48)).astype(np.float32)
+    outs = [
+        ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {export.INPUT_NAME: x})[0]
+        for m in (fp32, int8)
+    ]
+    assert np.abs(outs[0] - outs[1]).max() < 0.1
