@@ -367,6 +367,13 @@ def start() -> None:
     if pid:
         print(f"the queue is already running (pid {pid}); log: {LOG_FILE}")
         return
+    from emo.data.fer2013 import find_source
+    from emo.errors import EmoError
+
+    try:  # every run would stop at once without it, and be marked failed
+        find_source(DATA_DIR)
+    except EmoError as err:
+        sys.exit(f"the queue was not started: {err} (its runs read EMO_DATA_DIR, else data/fer2013)")
     QUEUE_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_FILE, "a") as log:
         proc = subprocess.Popen(

@@ -84,6 +84,21 @@ def test_a_lean_resume_point_is_small_and_training_goes_on_from_it(optimizer, ma
     assert train_queue.epoch_of(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == 2  # one more epoch
 
 
+def test_the_queue_does_not_start_without_the_data_its_runs_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_queue, "DATA_DIR", str(tmp_path / "missing"))
+    for name, value in [
+        ("QUEUE_DIR", tmp_path),
+        ("PID_FILE", tmp_path / "runner.pid"),
+        ("LOG_FILE", tmp_path / "q.log"),
+    ]:
+        monkeypatch.setattr(train_queue, name, value)
+    with pytest.raises(
+        SystemExit, match="the queue was not started: FER-2013 not found in .*missing.*EMO_DATA_DIR"
+    ):
+        train_queue.start()
+    assert not (tmp_path / "runner.pid").exists() and not (tmp_path / "q.log").exists()
+
+
 def test_held_runs_wait_and_the_queue_goes_on_past_them(monkeypatch):
     entries = [
         {"name": "a", "command": "python -m emo.train x=1", "hold": "decided by b's result"},
