@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
 
 from choose_ensemble import DATA_DIR, default_members, load_member  # noqa: E402
-from prior_shift import choose, class_shift, scan  # noqa: E402
+from prior_shift import choose, publictest_with_shift, scan  # noqa: E402
 
 
 @dataclass
@@ -114,23 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(not 0 < w < 1 for w in args.weights):
         sys.exit(f"--weights {args.weights}: a pair's share must lie strictly between 0 and 1")
 
-    from emo.data import FER2013DataModule
-    from emo.data.fer2013 import FER2013_CLASSES
-
-    if not Path(args.data_dir).is_dir():
-        sys.exit(
-            f"FER-2013 not found in {args.data_dir}: set EMO_DATA_DIR (see the README's 'Getting FER-2013')"
-        )
-    dm = FER2013DataModule(data_dir=args.data_dir, classes=FER2013_CLASSES, augment=None)
-    dm.setup()
-    if "train" not in dm.people or "val" not in dm.people:
-        sys.exit(f"no FER+ votes (fer2013new.csv) beside FER-2013 in {args.data_dir}: agreement needs them")
-    shift = class_shift(
-        torch.as_tensor(dm.datasets["train"].labels),
-        torch.as_tensor(dm.people["train"]),
-        len(FER2013_CLASSES),
-    )
-    labels, people = torch.as_tensor(dm.datasets["val"].labels), torch.as_tensor(dm.people["val"])
+    dm, shift, labels, people = publictest_with_shift(args.data_dir)
     names = list(dict.fromkeys(args.members or ["vgg_s", "vgg_s_people", *default_members()[1:]]))
     probs = {}
     for name in names:

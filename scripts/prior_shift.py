@@ -39,6 +39,29 @@ def class_shift(train_labels: torch.Tensor, train_people: torch.Tensor, classes:
     return torch.where(ok, people_share.clamp_min(1e-12).log() - label_share.clamp_min(1e-12).log(), 0.0)
 
 
+def publictest_with_shift(data_dir: str, **preprocess):
+    """(the FER-2013 data module with FER+ votes, set up; the class shift measured on its Training
+    faces; PublicTest's FER-2013 labels; PublicTest's FER+ majority, -1 where none of the seven).
+    Exits in one line when FER-2013 or its FER+ votes are missing. ``preprocess``: mean and std."""
+    from emo.data import FER2013DataModule
+    from emo.data.fer2013 import FER2013_CLASSES
+
+    if not Path(data_dir).is_dir():
+        sys.exit(f"FER-2013 not found in {data_dir}: set EMO_DATA_DIR (see the README's 'Getting FER-2013')")
+    dm = FER2013DataModule(data_dir=data_dir, classes=FER2013_CLASSES, augment=None, **preprocess)
+    dm.setup()
+    if "train" not in dm.people or "val" not in dm.people:
+        sys.exit(
+            f"no FER+ votes (fer2013new.csv) beside FER-2013 in {data_dir}: agreement with people needs them"
+        )
+    shift = class_shift(
+        torch.as_tensor(dm.datasets["train"].labels),
+        torch.as_tensor(dm.people["train"]),
+        len(FER2013_CLASSES),
+    )
+    return dm, shift, torch.as_tensor(dm.datasets["val"].labels), torch.as_tensor(dm.people["val"])
+
+
 @torch.no_grad()
 def view_logits(model, faces: torch.Tensor, tta: str, batch_size: int = 512) -> torch.Tensor:
     """Each TTA view's logits (V, N, C), as ``EmoModule.predict_proba`` computes them."""
@@ -104,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=DATA_DIR)
     args = parser.parse_args(argv)
 
-    from emo.data import FER2013DataModule
     from emo.data.fer2013 import FER2013_CLASSES
     from emo.errors import EmoError
     from emo.evaluate import split_faces
@@ -120,24 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"{args.ckpt} predicts {model.class_names} ({model.labels}): the shift is for FER-2013's seven"
         )
-    if not Path(args.data_dir).is_dir():
-        sys.exit(
-            f"FER-2013 not found in {args.data_dir}: set EMO_DATA_DIR (see the README's 'Getting FER-2013')"
-        )
-    pre = model.preprocess
-    dm = FER2013DataModule(
-        data_dir=args.data_dir, classes=FER2013_CLASSES, augment=None, mean=pre.mean, std=pre.std
-    )
-    dm.setup()
-    if "train" not in dm.people or "val" not in dm.people:
-        sys.exit(f"no FER+ votes (fer2013new.csv) beside FER-2013 in {args.data_dir}: the shift needs them")
-    shift = class_shift(
-        torch.as_tensor(dm.datasets["train"].labels),
-        torch.as_tensor(dm.people["train"]),
-        len(FER2013_CLASSES),
+    dm, shift, labels, people = publictest_with_shift(
+        args.data_dir, mean=model.preprocess.mean, std=model.preprocess.std
     )
     logits = view_logits(model, split_faces(dm, "val"), args.tta)
-    labels, people = torch.as_tensor(dm.datasets["val"].labels), torch.as_tensor(dm.people["val"])
     steps = round((args.high - args.low) / args.step)
     lams = {round(args.low + i * args.step, 6) for i in range(steps + 1)} | {0.0}
     rows = scan(logits, shift, labels, people, sorted(lams | ({args.lam} if args.lam is not None else set())))

@@ -89,3 +89,10 @@ def test_the_script_reads_runs_and_prints_the_frontier(trained_run, ferplus_dir,
     assert f"{single['agreement']:.2%}" in printed and "under the bar's 101%" in printed
     with pytest.raises(SystemExit, match="strictly between 0 and 1"):
         pf.main([*argv, "--weights", "1.0"])
+
+
+def test_without_the_votes_or_the_data_it_says_what_is_missing(fer_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no FER\\+ votes .* agreement with people needs them"):
+        pf.main(["vgg_s", "--data-dir", str(fer_dir)])
+    with pytest.raises(SystemExit, match="FER-2013 not found in .*nowhere: set EMO_DATA_DIR"):
+        pf.main(["vgg_s", "--data-dir", str(tmp_path / "nowhere")])
