@@ -96,3 +96,14 @@ def test_without_the_votes_or_the_data_it_says_what_is_missing(fer_dir, tmp_path
         pf.main(["vgg_s", "--data-dir", str(fer_dir)])
     with pytest.raises(SystemExit, match="FER-2013 not found in .*nowhere: set EMO_DATA_DIR"):
         pf.main(["vgg_s", "--data-dir", str(tmp_path / "nowhere")])
+
+
+def test_on_one_view_its_shift_is_exactly_the_one_prior_shift_writes():
+    labels, people = faces()
+    logits = torch.randn(20, 3, generator=torch.Generator().manual_seed(0)) * 2
+    shift = torch.tensor([-1.0, 1.0, 0.3])
+    exact = pf.scan(
+        logits[None], shift, labels, people, LAMS
+    )  # prior_shift.py's scan of the network's logits
+    point = pf.best_point(("m",), 1.0, logits.softmax(-1), labels, people, shift, LAMS, 0.0)
+    assert (point.lam, point.accuracy, point.agreement) == pf.choose(exact, 0.0)
