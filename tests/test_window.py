@@ -79,7 +79,10 @@ def test_the_window_shows_the_annotated_frame_and_q_quits(display, tmp_path):
         time.sleep(2)  # a few frames drawn
         shot_path = tmp_path / "screen.png"
         x11(display, "import", "-window", "root", str(shot_path))
-        x11(display, "xdotool", "search", "--name", f"^{TITLE}", "windowfocus", "--sync", "key", "q")
+        # The key goes to the focused window through XTEST: sent to the window itself (XSendEvent),
+        # the key release can find it already closed by the press, an X error (BadWindow).
+        x11(display, "xdotool", "search", "--limit", "1", "--name", f"^{TITLE}", "windowfocus", "--sync")
+        x11(display, "xdotool", "key", "q")  # to the focused window
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
