@@ -25,8 +25,8 @@ from emo import EmotionRecognizer
 from emo.data import load_fer2013
 from emo.data.fer2013 import VAL
 from emo.inference.backends import resolve_checkpoint
-from emo.inference.export import calibration_faces, export_onnx, quantize_int8
 from emo.models.module import load_checkpoint
+from emo.models.onnx import calibration_faces, export_onnx, quantize_int8
 
 
 def per_face_ms(rec: EmotionRecognizer, crop: np.ndarray, n: int = 300) -> float:

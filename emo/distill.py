@@ -22,10 +22,10 @@ import torch
 
 from emo.data import FER2013DataModule
 from emo.data.soft_targets import load_soft_targets, read_soft_targets, save_soft_targets
-from emo.data.transforms import Preprocess
 from emo.errors import EmoError, exit_on_emo_error
 from emo.evaluate import split_probs
-from emo.models.module import check_tta, load_checkpoint
+from emo.inference.preprocess import Preprocess, check_tta
+from emo.models.module import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.transforms import normalize_faces, preprocess_faces
 from emo.errors import EmoError, exit_on_emo_error
-from emo.models.module import check_tta, load_checkpoint, load_ensemble
+from emo.inference.preprocess import check_tta
+from emo.models.module import load_checkpoint, load_ensemble
 from emo.paths import CONF_DIR
 from emo.report.metrics import (
     StageMetrics,

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from emo.cli import instantiate, instantiate_dict, resolve_precision, run_hydra_cli
 from emo.errors import EmoError, exit_on_emo_error
-from emo.models.module import read_checkpoint
+from emo.models.checkpoint import read_checkpoint
 from emo.paths import CONF_DIR
 from emo.report.metrics import print_metrics, summarize, write_metrics
 

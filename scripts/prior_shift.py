@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     from emo.data.fer2013 import FER2013_CLASSES
     from emo.errors import EmoError
     from emo.evaluate import split_faces
-    from emo.models.module import Ensemble, load_checkpoint, read_checkpoint
+    from emo.models.checkpoint import read_checkpoint
+    from emo.models.ensemble import Ensemble
+    from emo.models.module import load_checkpoint
 
     try:
         model = load_checkpoint(args.ckpt)

@@ -106,7 +106,8 @@ def resumable(path: Path) -> str | None:
     """Why ``path`` cannot be resumed by today's code, or None when it can."""
     # emo (torch, Lightning) is imported where it is used: `status` and `stop` answer at once.
     from emo.errors import EmoError
-    from emo.models.module import load_checkpoint, read_checkpoint
+    from emo.models.checkpoint import read_checkpoint
+    from emo.models.module import load_checkpoint
 
     try:
         load_checkpoint(path)
@@ -213,8 +214,8 @@ def finish(entry: dict, commit: bool = True) -> dict:
     from emo.data.soft_targets import save_soft_targets
     from emo.evaluate import split_probs
     from emo.models.module import load_checkpoint
+    from emo.models.pack import pack
     from emo.report.metrics import score
-    from emo.weights import pack
 
     name, out = entry["name"], run_dir(entry["name"])
     summary = json.loads((out / "metrics.json").read_text())

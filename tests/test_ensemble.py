@@ -1,5 +1,6 @@
-"""Bundled ensembles: several checkpoints packed into one file (``python -m emo.weights A B NAME``),
-loaded as an Ensemble, served by EmotionRecognizer, scored by evaluate and the weights index."""
+"""Ensembles: several checkpoints packed into one file (``python -m emo.models.pack A B NAME``),
+loaded as an Ensemble, exported as one ONNX graph, served by EmotionRecognizer, scored by evaluate
+and the weights index."""
 
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ import torch
 from emo import EmotionRecognizer, weights
 from emo.errors import EmoError
 from emo.evaluate import evaluate
-from emo.inference import recognizer
-from emo.models.module import (
-    EmoModule,
-    Ensemble,
-    is_ensemble_file,
-    load_checkpoint,
-    load_ensemble,
-    read_checkpoint,
-)
+from emo.models import pack as packing
+from emo.models.checkpoint import is_ensemble_file, read_checkpoint
+from emo.models.ensemble import Ensemble
+from emo.models.module import EmoModule, load_checkpoint, load_ensemble
+from emo.models.pack import pack, pack_ensemble
 from emo.paths import PACKAGE_DIR
 from emo.samples import sample_path
 
@@ -29,7 +26,7 @@ from emo.samples import sample_path
 @pytest.fixture(scope="module")
 def ens_file(two_runs, tmp_path_factory):
     """The two synthetic cnn3 runs packed as one fp32 ensemble file."""
-    return weights.pack_ensemble(two_runs, tmp_path_factory.mktemp("ens") / "ens.ckpt")
+    return pack_ensemble(two_runs, tmp_path_factory.mktemp("ens") / "ens.ckpt")
 
 
 def faces(n=6, seed=0):
@@ -58,7 +55,7 @@ def test_a_packed_ensemble_predicts_its_members_mean(two_runs, ens_file, tmp_pat
     raw = read_checkpoint(ens_file)
     assert len(raw["members"]) == 2 and raw["hyper_parameters"]["class_names"] == a.class_names
     # fp16: about half the file, probabilities within fp16's rounding
-    half = weights.pack_ensemble(two_runs, tmp_path / "half.ckpt", fp16=True)
+    half = pack_ensemble(two_runs, tmp_path / "half.ckpt", fp16=True)
     assert half.stat().st_size < 0.6 * ens_file.stat().st_size
     loaded = load_checkpoint(half)
     assert next(loaded.parameters()).dtype == torch.float32
@@ -73,7 +70,7 @@ def test_int8_weights_take_a_quarter_of_fp32_and_load_as_float_within_half_a_ste
     two_runs, ens_file, tmp_path
 ):
     fp32 = [read_checkpoint(p)["state_dict"] for p in two_runs]
-    small = weights.pack_ensemble(two_runs, tmp_path / "int8.ckpt", int8=True)
+    small = pack_ensemble(two_runs, tmp_path / "int8.ckpt", int8=True)
     # cnn3's weights are nearly all conv and linear: about a quarter of the fp32 file
     assert small.stat().st_size < 0.3 * ens_file.stat().st_size
     stored = torch.load(small, weights_only=True)["members"][0]
@@ -100,7 +97,7 @@ def test_int8_weights_take_a_quarter_of_fp32_and_load_as_float_within_half_a_ste
         loaded.predict_proba(x, "flip"), load_checkpoint(ens_file).predict_proba(x, "flip"), atol=2e-2, rtol=0
     )
     # one network packed so loads the same way, and fine-tunes from it (init_from reads it)
-    single = weights.pack(two_runs[0], tmp_path / "one.ckpt", int8=True)
+    single = pack(two_runs[0], tmp_path / "one.ckpt", int8=True)
     one = load_checkpoint(single)
     assert isinstance(one, EmoModule)
     torch.testing.assert_close(one.predict_proba(x), loaded.members[0].predict_proba(x))
@@ -134,20 +131,23 @@ def test_recognizer_on_an_ensemble_classifies_as_its_members_mean(two_runs, ens_
     assert row["scores"] == pytest.approx(face.scores, abs=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
-def test_an_ensemble_on_an_onnx_backend_is_a_one_line_error(ens_file, backend):
-    with pytest.raises(EmoError) as err:
-        EmotionRecognizer.from_checkpoint(ens_file, backend=backend)
-    assert one_line(err).startswith(f"{ens_file} is an ensemble, which runs on backend torch only")
-
-
-def test_onnx_export_of_an_ensemble_is_a_one_line_error(ens_file):
+def test_an_ensemble_exports_as_one_graph_of_its_members_mean(two_runs, ens_file, tmp_path):
     pytest.importorskip("onnxscript")
-    from emo.inference.export import export_onnx
+    from emo.models.onnx import export_onnx
 
-    with pytest.raises(EmoError) as err:
-        export_onnx(load_checkpoint(ens_file))
-    assert one_line(err).startswith("ensemble(cnn3, cnn3) is an ensemble: ONNX export takes one network")
+    path = tmp_path / "ens.onnx"
+    export_onnx(load_checkpoint(ens_file), path, metadata={"emo_tta": "flip"})
+    rec = EmotionRecognizer.from_checkpoint(path)
+    assert rec.backend.name == "onnx" and rec.tta == "flip"  # the TTA travels in the file
+    a, b = (EmotionRecognizer.from_checkpoint(p) for p in two_runs)
+    crop = np.random.default_rng(0).integers(0, 255, size=(3, 64, 64), dtype=np.uint8)
+    for tta in ("none", "flip", "tencrop"):
+        mean = (a.classify(crop, tta) + b.classify(crop, tta)) / 2
+        np.testing.assert_allclose(rec.classify(crop, tta), mean, atol=1e-6)
+    # --backend onnx on the ensemble file: the same graph, exported once into the cache
+    cached = EmotionRecognizer.from_checkpoint(ens_file, backend="onnx")
+    assert cached.backend.name == "onnx" and cached.tta == "none"
+    np.testing.assert_allclose(cached.classify(crop), rec.classify(crop, "none"), atol=1e-6)
 
 
 def test_bad_ensembles_are_one_line_errors(two_runs, ens_file, tmp_path, monkeypatch):
@@ -156,19 +156,19 @@ def test_bad_ensembles_are_one_line_errors(two_runs, ens_file, tmp_path, monkeyp
     torch.save(ckpt, tmp_path / "other.ckpt")
     out = tmp_path / "bad.ckpt"
     with pytest.raises(EmoError) as err:
-        weights.pack_ensemble([two_runs[0], tmp_path / "other.ckpt"], out)
+        pack_ensemble([two_runs[0], tmp_path / "other.ckpt"], out)
     assert "other.ckpt predicts" in one_line(
         err
     ) and "ensemble checkpoints trained on the same classes" in str(err.value)
     with pytest.raises(EmoError, match="is an ensemble file already: pack its members"):
-        weights.pack_ensemble([ens_file, two_runs[0]], out)
+        pack_ensemble([ens_file, two_runs[0]], out)
     with pytest.raises(EmoError, match="is an ensemble file already: pack its members"):
-        weights.pack(ens_file, out)
+        pack(ens_file, out)
     with pytest.raises(EmoError, match="two checkpoints or more, not 1"):
-        weights.pack_ensemble([two_runs[0]], out)
-    monkeypatch.setattr(weights, "MAX_ENSEMBLE_MB", 0.5)
+        pack_ensemble([two_runs[0]], out)
+    monkeypatch.setattr(packing, "MAX_ENSEMBLE_MB", 0.5)
     with pytest.raises(EmoError) as err:
-        weights.pack_ensemble(two_runs, out)
+        pack_ensemble(two_runs, out)
     size = ens_file.stat().st_size / 1e6
     assert one_line(err) == (
         f"the ensemble of 2 would take {size:.1f} MB, over the 0.5 MB a bundled file may take: "
@@ -216,7 +216,7 @@ def test_weights_cli_packs_one_checkpoint_as_before_and_several_as_an_ensemble(
     two_runs, trained_run, tmp_path, capsys
 ):
     single = tmp_path / "tiny.ckpt"
-    weights.main([two_runs[0], "tiny", "--out", str(single)])
+    packing.main([two_runs[0], "tiny", "--out", str(single)])
     assert "wrote" in capsys.readouterr().err
     model = load_checkpoint(single)
     assert isinstance(model, EmoModule)
@@ -228,48 +228,53 @@ def test_weights_cli_packs_one_checkpoint_as_before_and_several_as_an_ensemble(
     ens_metrics = tmp_path / "metrics.json"
     ens_metrics.write_text(json.dumps({"accuracy": 0.5, "split": "test", "checkpoint": two_runs}))
     out = tmp_path / "ens.ckpt"
-    weights.main([*two_runs, "ens", "--fp16", "--metrics", str(ens_metrics), "--out", str(out)])
+    packing.main([*two_runs, "ens", "--fp16", "--metrics", str(ens_metrics), "--out", str(out)])
     assert "an ensemble of 2" in capsys.readouterr().err
     assert isinstance(load_checkpoint(out), Ensemble)
     assert torch.load(out, weights_only=True)["emo_metrics"] == {"accuracy": 0.5, "split": "test"}
-    weights.main([*two_runs, "ens", "--int8", "--out", str(out)])
+    packing.main([*two_runs, "ens", "--int8", "--out", str(out)])
     assert isinstance(load_checkpoint(out), Ensemble)
     assert torch.load(out, weights_only=True)["members"][1]["emo_int8_scales"]
-    weights.main([*two_runs, "ens", "--out", str(out)])  # no --metrics: no member's metrics either
+    packing.main([*two_runs, "ens", "--out", str(out)])  # no --metrics: no member's metrics either
     assert torch.load(out, weights_only=True)["emo_metrics"] == {}
     with pytest.raises(SystemExit):
-        weights.main([two_runs[0], str(tmp_path / "other.ckpt"), "ens", "--out", str(out)])
+        packing.main([two_runs[0], str(tmp_path / "other.ckpt"), "ens", "--out", str(out)])
     assert "error: checkpoint" in capsys.readouterr().err
 
 
 @pytest.fixture
 def bundled(two_runs, ens_file, tmp_path, monkeypatch):
-    """A weights directory holding a single model ``solo`` and an ensemble ``ensemble``."""
+    """A weights directory holding a single model ``solo`` and an ensemble ``ensemble``: their
+    packed checkpoints and ONNX files, as the source checkout keeps them."""
+    pytest.importorskip("onnxscript")
+    from emo.export import main as export
+
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(recognizer, "WEIGHTS_DIR", tmp_path)
-    weights.pack(two_runs[0], tmp_path / "solo.ckpt", {"accuracy": 0.70})
-    weights.pack_ensemble(two_runs, tmp_path / "ensemble.ckpt", {"accuracy": 0.73}, fp16=True)
+    pack(two_runs[0], tmp_path / "solo.ckpt", {"accuracy": 0.70})
+    pack_ensemble(two_runs, tmp_path / "ensemble.ckpt", {"accuracy": 0.73}, fp16=True)
+    (tmp_path / weights.INDEX_NAME).write_text(json.dumps({n: {"tta": "flip"} for n in ("solo", "ensemble")}))
+    export(["--ckpt", str(tmp_path / "solo.ckpt"), "--bundle", "solo"])
+    export(["--ckpt", *two_runs, "--bundle", "ensemble"])
+    (tmp_path / weights.INDEX_NAME).unlink()
     return tmp_path
 
 
 def test_a_bundled_ensemble_is_the_leaderboard_but_never_the_default(bundled):
-    # Without an index: the most accurate by recorded metrics, but no ensemble for the default.
-    assert weights.available() == ["ensemble", "solo"] and weights.is_ensemble("ensemble")
-    assert weights.leaderboard_name() == "ensemble" and weights.default_name() == "solo"
+    assert weights.available() == ["ensemble", "solo"]
 
-    def rec(acc, realtime):
-        return {"classes": 7, "labels": "fer2013", "realtime": realtime, "tta": "flip",
+    def rec(acc, realtime, arch="cnn3"):
+        return {"classes": 7, "labels": "fer2013", "realtime": realtime, "tta": "flip", "arch": arch,
                 "publictest": {"accuracy": acc, "agreement": 0.7}}  # fmt: skip
 
-    index = {"solo": rec(0.71, True), "ensemble": rec(0.74, False)}
+    index = {"solo": rec(0.71, True), "ensemble": rec(0.74, False, "ensemble(cnn3, cnn3)")}
     (bundled / weights.INDEX_NAME).write_text(json.dumps(index))
+    assert weights.is_ensemble("ensemble") and not weights.is_ensemble("solo")
     assert weights.leaderboard_name() == "ensemble" and weights.default_name() == "solo"
     ens = EmotionRecognizer.from_pretrained("ensemble")
-    assert ens.source == "ensemble" and ens.tta == "flip"  # the recorded TTA
-    assert isinstance(ens.backend.module, Ensemble)
+    assert ens.source == "ensemble" and ens.tta == "flip"  # the recorded TTA, from the file
+    assert ens.backend.name == "onnx" and ens.backend.metadata["arch"] == "ensemble(cnn3, cnn3)"
     assert EmotionRecognizer.from_pretrained("leaderboard").source == "ensemble"
     assert EmotionRecognizer.from_pretrained().source == "solo"
-    assert EmotionRecognizer.from_checkpoint(bundled / "ensemble.ckpt").tta == "flip"
     index["ensemble"]["realtime"] = True  # told it runs in real time: it may be the default
     index["ensemble"]["publictest"]["agreement"] = 0.8
     (bundled / weights.INDEX_NAME).write_text(json.dumps(index))
@@ -285,6 +290,10 @@ def test_index_weights_records_an_ensemble(bundled, ferplus_dir):
     record = index_weights.score("ensemble", "flip", str(ferplus_dir))
     solo = index_weights.score("solo", "flip", str(ferplus_dir))
     assert record["arch"] == "ensemble(cnn3, cnn3)" and record["params"] == 2 * solo["params"]
-    assert record["megabytes"] == round((bundled / "ensemble.ckpt").stat().st_size / 1e6, 2)
+    assert record["megabytes"] == round((bundled / "ensemble.onnx").stat().st_size / 1e6, 2)
     assert record["classes"] == 7 and 0 <= record["publictest"]["accuracy"] <= 1
     assert set(record["cross"]) == {"ferplus"}
+    (bundled / weights.INDEX_NAME).write_text(json.dumps({"ensemble": {**record, "labels": "fer2013"}}))
+    onnx = index_weights.score_onnx("ensemble", str(ferplus_dir))  # the shipped file, in the runtime
+    assert onnx["backend"] == "onnx" and "int8" not in onnx  # no int8 file: fp32
+    assert onnx["onnx"]["publictest"] == pytest.approx(record["publictest"]["accuracy"], abs=1e-6)

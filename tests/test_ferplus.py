@@ -32,8 +32,8 @@ from emo.data.soft_targets import (
 from emo.distill import main as distill_main
 from emo.errors import EmoError
 from emo.evaluate import align_probs, evaluate
+from emo.inference.backends import best_checkpoint
 from emo.models.module import load_checkpoint
-from emo.report.metrics import best_checkpoint
 from emo.train import train
 from tests.helpers import FERPLUS_HEADER, compose_cfg, write_csv, write_ferplus
 

@@ -1,4 +1,7 @@
-"""EmotionRecognizer on paths, arrays and PIL images; classify; bad input; a 5-class checkpoint."""
+"""EmotionRecognizer on paths, arrays and PIL images; classify; bad input; a 5-class checkpoint.
+
+Runtime tests: they also run in a venv of ``pip install .`` alone (no torch); those that need a
+training checkpoint skip there (``five_class_ckpt``)."""
 
 from __future__ import annotations
 
@@ -8,24 +11,25 @@ import time
 from pathlib import Path
 
 import cv2
-import lightning
 import numpy as np
 import pytest
-import torch
 
 from emo import EmotionRecognizer, weights
 from emo.errors import EmoError
 from emo.inference.backends import resolve_checkpoint
 from emo.inference.detect import YuNetDetector, crop_faces
 from emo.inference.images import to_grey
-from emo.models.module import EmoModule, load_checkpoint
 from emo.samples import sample_path
 
+pytestmark = pytest.mark.runtime
 FIVE = ["angry", "happy", "sad", "surprise", "neutral"]
 
 
-def save_module(module: EmoModule, path):
+def save_module(module, path):
     """A checkpoint in the format emo.train writes (what ``read_checkpoint`` needs)."""
+    import lightning
+    import torch
+
     torch.save(
         {
             "state_dict": module.state_dict(),
@@ -49,6 +53,9 @@ def face_bgr() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def five_class_ckpt(tmp_path_factory):
+    torch = pytest.importorskip("torch", reason="a training checkpoint needs the train extra")
+    from emo.models.module import EmoModule
+
     torch.manual_seed(0)
     return save_module(EmoModule(class_names=FIVE).eval(), tmp_path_factory.mktemp("ckpt") / "five.ckpt")
 
@@ -63,7 +70,8 @@ def assert_same_faces(a, b, atol=1e-6):
 def test_default_model_is_the_best_bundled_one(rec):
     assert EmotionRecognizer.available() == weights.available()
     assert rec.source == weights.default_name()
-    assert rec.class_names == load_checkpoint(weights.weights_path(rec.source)).class_names
+    assert rec.backend.name == weights.recorded_backend(rec.source)  # int8 where it keeps fp32's accuracy
+    assert rec.class_names == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
 def test_predict_finds_the_sample_face_and_scores_every_class(rec, face_bgr):
@@ -149,9 +157,10 @@ def test_a_list_of_images_is_one_batch_with_the_same_results(rec, face_bgr, monk
     singles = [rec.predict(im) for im in (face_bgr, noise, face_bgr[::-1, ::-1])]
     calls = []
     backend = rec.backend
-    monkeypatch.setattr(rec, "backend", lambda x, tta: calls.append(len(x)) or backend(x, tta))
+    monkeypatch.setattr(rec, "backend", lambda x: calls.append(len(x)) or backend(x))
     batch = rec.predict([face_bgr, noise, face_bgr[::-1, ::-1]])
-    assert calls == [sum(len(s) for s in singles)]  # one forward pass for all faces
+    views = {"none": 1, "flip": 2, "tencrop": 10}[rec.tta]
+    assert calls == [views * sum(len(s) for s in singles)]  # one forward pass for all faces
     for got, want in zip(batch, singles):
         assert_same_faces(got, want, atol=1e-5)
 
@@ -192,10 +201,19 @@ def test_bad_inputs_are_one_line_errors(rec, tmp_path):
         rec.classify(np.zeros((1, 48, 48), np.uint8), tta="mirror")
     with pytest.raises(EmoError, match="backend 'tf' is not valid"):
         EmotionRecognizer.from_pretrained(backend="tf")
-    with pytest.raises(EmoError, match="no bundled weights named 'nope'"):
+    with pytest.raises(EmoError, match="no bundled model named 'nope'"):
         EmotionRecognizer.from_pretrained("nope")
+    with pytest.raises(EmoError, match="model file .*missing.onnx not found"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(EmoError, match="junk.onnx is not a readable ONNX model"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "junk.onnx")
+
+
+def test_a_foreign_checkpoint_is_a_one_line_error(tmp_path):
+    torch = pytest.importorskip("torch", reason="a training checkpoint needs the train extra")
+    torch.save({"foo": 1}, tmp_path / "x.ckpt")
     with pytest.raises(EmoError, match="not an emo checkpoint"):
-        torch.save({"foo": 1}, tmp_path / "x.ckpt")
         EmotionRecognizer.from_checkpoint(tmp_path / "x.ckpt")
 
 
@@ -205,7 +223,7 @@ def test_bundled_models_default_to_their_recorded_tta(name):
     assert weights.recorded_tta(name) == recorded and recorded in ("none", "flip", "tencrop")
     rec = EmotionRecognizer.from_pretrained(name)
     assert rec.tta == recorded and f"tta={recorded}" in repr(rec)
-    assert EmotionRecognizer.from_checkpoint(weights.weights_path(name)).tta == recorded  # the file, too
+    assert EmotionRecognizer.from_checkpoint(weights.model_path(name)).tta == recorded  # the file says so
     assert EmotionRecognizer.from_checkpoint(resolve_checkpoint(name)).tta == recorded  # as the CLIs load it
     for tta in ("none", "flip", "tencrop"):  # an explicit choice wins
         assert EmotionRecognizer.from_pretrained(name, tta=tta).tta == tta
@@ -214,9 +232,14 @@ def test_bundled_models_default_to_their_recorded_tta(name):
 def test_other_checkpoints_default_to_no_tta(five_class_ckpt, tmp_path):
     assert EmotionRecognizer.from_checkpoint(five_class_ckpt).tta == "none"
     assert EmotionRecognizer.from_checkpoint(five_class_ckpt, tta="flip").tta == "flip"
-    copy = tmp_path / f"{weights.default_name()}.ckpt"  # a bundled model's bytes, not a bundled file
-    copy.write_bytes(weights.weights_path(weights.default_name()).read_bytes())
-    assert EmotionRecognizer.from_checkpoint(copy).tta == "none"
+
+
+def test_the_tta_travels_with_the_onnx_file(tmp_path):
+    copy = tmp_path / "anywhere.onnx"  # a bundled model's bytes under another name and folder
+    copy.write_bytes(weights.model_path(weights.default_name()).read_bytes())
+    assert (
+        EmotionRecognizer.from_checkpoint(copy).tta == weights.recorded_tta(weights.default_name()) == "flip"
+    )
 
 
 def test_predict_and_classify_use_the_recorded_tta_unless_told_otherwise(rec, face_bgr):
@@ -283,8 +306,8 @@ def test_resolve_checkpoint_picks_a_runs_best(tmp_path, five_class_ckpt):
         '{"checkpoint": "/elsewhere/checkpoints/best-epoch004-acc0.7000.ckpt"}'
     )
     assert resolve_checkpoint(tmp_path / "run").name == "best-epoch004-acc0.7000.ckpt"
-    assert resolve_checkpoint(None) == weights.weights_path(weights.default_name())
-    assert resolve_checkpoint("cnn3") == weights.weights_path("cnn3")
+    assert resolve_checkpoint(None) == weights.model_path(weights.default_name())
+    assert resolve_checkpoint("cnn3") == weights.model_path("cnn3")
     with pytest.raises(EmoError, match="no best-"):
         resolve_checkpoint(tmp_path)
     with pytest.raises(EmoError, match="not found"):
@@ -313,10 +336,11 @@ def test_classify_works_in_chunks_with_the_same_results(rec, tta, monkeypatch):
     whole = rec.classify(crops, tta)
     sizes = []
     backend = rec.backend
-    monkeypatch.setattr(rec, "backend", lambda x, tta: sizes.append(len(x)) or backend(x, tta))
+    monkeypatch.setattr(rec, "backend", lambda x: sizes.append(len(x)) or backend(x))
     monkeypatch.setattr(recognizer, "CHUNK_VIEWS", 20)
     chunked = rec.classify(crops, tta)
     per_call = 20 if tta == "none" else 2  # faces per forward pass: 20 views / 10 views per face
+    sizes = [n // (1 if tta == "none" else 10) for n in sizes]  # network inputs -> faces
     assert sizes == [per_call] * (23 // per_call) + [23 % per_call] * bool(23 % per_call)
     assert np.allclose(chunked, whole, atol=1e-5)
 
@@ -332,12 +356,13 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
     import subprocess
     import sys
 
+    pytest.importorskip("torch", reason="the narrow test network is built in PyTorch (the train extra)")
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc to restart the peak resident size")
     code = (
         "import numpy as np, torch\n"
         "from emo.models.module import EmoModule\n"
-        "from emo.inference.backends import TorchBackend\n"
+        "from emo.models.backend import TorchBackend\n"
         "from emo.inference.recognizer import EmotionRecognizer\n"
         "torch.set_num_threads(2)\n"
         "m = EmoModule(arch='vgg_t', net_kwargs={'widths': (4, 8, 8, 8), 'depth': (1, 1, 1, 1)})\n"
@@ -369,17 +394,18 @@ def test_memory_stays_bounded_for_10000_crops_with_tencrop():
 
 
 def test_the_bundled_int8_model_agrees_with_fp32(rec):
-    pytest.importorskip("onnxruntime")
     int8 = EmotionRecognizer.from_pretrained("vgg_s", backend="onnx-int8")
-    assert int8.source == "vgg_s-int8" and int8.backend.name == "onnx"
+    assert int8.source == "vgg_s" and int8.backend.name == "onnx-int8"
     assert int8.tta == weights.recorded_tta("vgg_s")  # the bundled model's TTA, in any runtime
-    bundled_int8 = weights.weights_path("vgg_s").with_name("vgg_s-int8.onnx")
+    bundled_int8 = weights.model_path("vgg_s", "onnx-int8")
+    assert bundled_int8.name == "vgg_s-int8.onnx"
     assert EmotionRecognizer.from_checkpoint(bundled_int8).tta == int8.tta
-    fp32 = EmotionRecognizer.from_pretrained("vgg_s")
+    fp32 = EmotionRecognizer.from_pretrained("vgg_s", backend="onnx")
+    assert fp32.backend.name == "onnx"
     crops = np.random.default_rng(5).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
     a, b = int8.classify(crops), fp32.classify(crops)
     assert np.abs(a - b).max() < 0.1 and (a.argmax(1) == b.argmax(1)).mean() >= 0.8
-    with pytest.raises(
-        EmoError, match="no int8 model beside .*cnn3.ckpt: write cnn3-int8.onnx with emo-export"
-    ):
-        EmotionRecognizer.from_pretrained("cnn3", backend="onnx-int8")
+    with pytest.raises(EmoError, match="bundled model 'vgg_fer' has no int8 file: use backend onnx"):
+        EmotionRecognizer.from_pretrained("vgg_fer", backend="onnx-int8")
+    with pytest.raises(EmoError, match="bundled models are ONNX files: use backend auto"):
+        EmotionRecognizer.from_pretrained("vgg_s", backend="torch")

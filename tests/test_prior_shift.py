@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from emo import weights
 from emo.data import FER2013DataModule
 from emo.data.fer2013 import FER2013_CLASSES
 from emo.evaluate import split_faces
 from emo.models.module import load_checkpoint
+from emo.models.pack import pack
 from emo.paths import PACKAGE_DIR
 
 spec = importlib.util.spec_from_file_location(
@@ -73,7 +73,7 @@ def test_the_written_checkpoint_predicts_the_shifted_probabilities_it_was_chosen
     a, b = model.state_dict(), shifted.state_dict()
     moved = [k for k in a if not torch.equal(a[k], b[k])]
     assert moved == [ps.final_linear(model)]
-    packed = weights.pack(out, tmp_path / "packed.ckpt", fp16=True)
+    packed = pack(out, tmp_path / "packed.ckpt", fp16=True)
     assert torch.load(packed, weights_only=True)["emo_prior_shift"]["lambda"] == lam
 
 

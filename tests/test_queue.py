@@ -15,8 +15,8 @@ import torch
 from emo.cli import instantiate
 from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.ferplus import FERPLUS_CLASSES
+from emo.models.pack import pack
 from emo.paths import PACKAGE_DIR
-from emo.weights import pack
 
 ROOT = PACKAGE_DIR.parent
 spec = importlib.util.spec_from_file_location("train_queue", ROOT / "scripts" / "train_queue.py")

@@ -14,9 +14,9 @@ from emo.data.batch_augment import BatchAugment, BatchMix
 from emo.data.transforms import resolve_augment
 from emo.errors import EmoError
 from emo.evaluate import evaluate
+from emo.inference.backends import best_checkpoint
 from emo.models.module import load_checkpoint, load_ensemble, read_checkpoint
 from emo.optim import warmup_cosine
-from emo.report.metrics import best_checkpoint
 from emo.train import train
 
 

@@ -52,7 +52,7 @@ def test_health_names_the_model_and_classes(client, recognizer):
     assert client.get("/health").json() == {
         "status": "ok",
         "model": "vgg_s",
-        "backend": "torch",
+        "backend": weights.recorded_backend("vgg_s"),  # int8 where it keeps fp32's accuracy
         "classes": recognizer.class_names,
     }
 
@@ -314,20 +314,15 @@ def test_cli_defaults_and_detector_passing(monkeypatch):
         "127.0.0.1",
         8000,
         None,
-        "torch",
+        "auto",
         None,
     )
     assert args.max_upload_mb == 10 and args.max_pixels == serve.MAX_PIXELS
     seen = []
-    monkeypatch.setattr(
-        serve.EmotionRecognizer, "from_checkpoint", lambda path, **kw: seen.append((path.name, kw))
-    )
+    monkeypatch.setattr(serve.EmotionRecognizer, "load", lambda model, **kw: seen.append((model, kw)))
     serve.load_recognizer("cnn3")
     serve.load_recognizer(None, "onnx", "yunet")
-    assert seen == [
-        ("cnn3.ckpt", {"backend": "torch"}),
-        (f"{weights.default_name()}.ckpt", {"backend": "onnx", "detector": "yunet"}),  # no name: the default
-    ]
+    assert seen == [("cnn3", {"backend": "auto"}), (None, {"backend": "onnx", "detector": "yunet"})]
     with pytest.raises(SystemExit):
         serve.parse_args(["--detector", "mtcnn"])
     with pytest.raises(SystemExit) as done:

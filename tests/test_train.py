@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from emo.cli import compose
 from emo.errors import EmoError
 from emo.evaluate import evaluate
+from emo.inference.backends import best_checkpoint
 from emo.models.module import EmoModule, load_checkpoint
-from emo.report.metrics import best_checkpoint
 from emo.train import train
 from tests.helpers import run_cli, run_entry_point
 

@@ -1,26 +1,44 @@
-"""Packing a run's checkpoint as bundled weights, and the bundled weights themselves."""
+"""Packing a run's checkpoint (training side), and the bundled models themselves (runtime: the
+tests marked ``runtime`` also run where only ``pip install .`` is installed)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from emo import weights
-from emo.data import FER2013_CLASSES
-from emo.data.transforms import Preprocess
 from emo.errors import EmoError
-from emo.models.module import load_checkpoint
-from emo.train import train
+from emo.inference.backends import OnnxBackend
+from emo.inference.preprocess import Preprocess
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
-def test_pack_keeps_what_inference_needs(trained_run, tmp_path):
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch", reason="packing checkpoints needs the train extra")
+
+
+def load_checkpoint(path):
+    from emo.models.module import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def pack(*args, **kwargs):
+    from emo.models.pack import pack
+
+    return pack(*args, **kwargs)
+
+
+def test_pack_keeps_what_inference_needs(trained_run, tmp_path, torch):
     run = trained_run[0]
     best = Path(json.loads((run / "metrics.json").read_text())["checkpoint"])
     metrics = json.loads((run / "metrics.json").read_text())
-    packed = weights.pack(best, tmp_path / "w" / "tiny.ckpt", metrics)
+    packed = pack(best, tmp_path / "w" / "tiny.ckpt", metrics)
     assert packed.stat().st_size < 0.6 * best.stat().st_size  # optimizer state dropped
     a, b = load_checkpoint(best), load_checkpoint(packed)
     x = torch.randn(3, 1, 48, 48)
@@ -30,10 +48,10 @@ def test_pack_keeps_what_inference_needs(trained_run, tmp_path):
     assert torch.load(packed, weights_only=True)["emo_metrics"]["accuracy"] == metrics["accuracy"]
 
 
-def test_fp16_packing_halves_the_file_and_keeps_predictions(trained_run, tmp_path):
+def test_fp16_packing_halves_the_file_and_keeps_predictions(trained_run, tmp_path, torch):
     best = Path(json.loads((trained_run[0] / "metrics.json").read_text())["checkpoint"])
-    full = weights.pack(best, tmp_path / "full.ckpt")
-    half = weights.pack(best, tmp_path / "half.ckpt", fp16=True)
+    full = pack(best, tmp_path / "full.ckpt")
+    half = pack(best, tmp_path / "half.ckpt", fp16=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
     a, b = load_checkpoint(full), load_checkpoint(half)
     assert next(b.parameters()).dtype == torch.float32  # cast back on load
@@ -47,7 +65,7 @@ COMMITTED = sorted(
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_committed_checkpoint_loads(path):
+def test_every_committed_checkpoint_loads(path, torch):
     """Bundled (fp16 too), queue-packed and resumable checkpoints, all written before
     save_hyperparameters and the Preprocess dataclass (their preprocess has ``grayscale``)."""
     raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -58,7 +76,9 @@ def test_every_committed_checkpoint_loads(path):
     assert model.predict_proba(torch.zeros(2, 1, 48, 48)).shape == (2, len(model.class_names))
 
 
-def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path):
+def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path, torch):
+    from emo.train import train
+
     train(
         make_cfg(
             "trainer.max_epochs=1",
@@ -80,18 +100,23 @@ def test_new_checkpoints_store_plain_hyper_parameters(make_cfg, tmp_path):
         Preprocess.of({"size": 48})
 
 
-def test_without_an_index_default_and_leaderboard_are_the_most_accurate(tmp_path, monkeypatch):
+@pytest.mark.runtime
+def test_without_models_or_an_index(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(EmoError, match="no bundled weights"):
+    with pytest.raises(EmoError, match="no bundled models in this installation"):
         weights.default_name()
-    src = weights.weights_path.__globals__  # the module namespace the helpers read
-    assert src["WEIGHTS_DIR"] == tmp_path
-    for name, acc in (("a", 0.61), ("b", 0.68), ("c", 0.65)):
-        torch.save({"emo_metrics": {"accuracy": acc}}, tmp_path / f"{name}.ckpt")
-    assert weights.available() == ["a", "b", "c"] and weights.default_name() == "b"
-    assert weights.weights_path("leaderboard") == tmp_path / "b.ckpt"
+    for name in ("a", "b", "b-int8"):
+        (tmp_path / f"{name}.onnx").write_bytes(b"")
+    assert weights.available() == ["a", "b"]  # an int8 file is a backend of its model, not a model
+    assert weights.default_name() == weights.leaderboard_name() == "a"  # nothing recorded: the first
+    assert weights.model_path("b", "onnx-int8") == tmp_path / "b-int8.onnx"
+    with pytest.raises(EmoError, match="bundled model 'a' has no int8 file: use backend onnx, or one of b"):
+        weights.model_path("a", "onnx-int8")
+    with pytest.raises(EmoError, match="no checkpoint of bundled model 'a' here .*source checkout only"):
+        weights.checkpoint_path("a")
 
 
+@pytest.mark.runtime
 def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
 
@@ -109,53 +134,106 @@ def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(
     }
     for name in index:
         if name != "gone":
-            torch.save({"emo_metrics": {}}, tmp_path / f"{name}.ckpt")
+            (tmp_path / f"{name}.onnx").write_bytes(b"")
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "people" and weights.leaderboard_name() == "board"
-    assert weights.weights_path("default").stem == "people"
+    assert weights.model_path("default").stem == "people"
     index["people"]["realtime"] = False
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "small"
 
 
+@pytest.mark.runtime
 def test_unknown_bundled_name_lists_the_available_ones():
-    with pytest.raises(
-        EmoError, match="no bundled weights named 'nope': choose one of .*default, leaderboard"
-    ):
-        weights.weights_path("nope")
+    with pytest.raises(EmoError, match="no bundled model named 'nope': choose one of .*default, leaderboard"):
+        weights.model_path("nope")
 
 
-def test_every_bundled_model_records_both_yardsticks():
+@pytest.mark.runtime
+def test_every_bundled_model_records_both_yardsticks_and_its_backend():
     index = weights.index()
     assert set(index) == set(weights.available())
     for name, r in index.items():
         for split in ("publictest", "privatetest"):
             assert 0 < r[split]["accuracy"] <= 1 and 0 < r[split]["agreement"] <= 1, (name, split)
+        # The backend follows the int8 rule from the recorded numbers (scripts/index_weights.py --onnx).
+        int8_ok = (
+            "int8" in r and (r["onnx"]["publictest"] - r["int8"]["publictest"]) * 100 <= weights.INT8_MAX_DROP
+        )
+        assert r["backend"] == ("onnx-int8" if int8_ok else "onnx"), name
+        assert (weights.WEIGHTS_DIR / f"{name}-int8.onnx").is_file() == ("int8" in r), name
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("name", weights.available())
-def test_bundled_weights_load_and_predict(name):
-    model = load_checkpoint(weights.weights_path(name))
-    with torch.no_grad():
-        probs = model(torch.zeros(2, 1, 48, 48)).softmax(-1)
-    assert probs.shape == (2, len(model.class_names))
-    assert torch.allclose(probs.sum(-1), torch.ones(2))
-    info = torch.load(weights.weights_path(name), weights_only=True)["emo_metrics"]
-    assert info["split"] == "test" and 0 < info["accuracy"] <= 1  # provenance travels with the file
+def test_bundled_models_carry_their_metadata_and_predict(name):
+    record = weights.index()[name]
+    for backend in ("onnx", "onnx-int8") if "int8" in record else ("onnx",):
+        model = OnnxBackend(weights.model_path(name, backend))
+        meta = model.metadata
+        assert len(meta["class_names"]) == record["classes"] and meta["labels"] == record["labels"]
+        assert meta["tta"] == record["tta"] and meta["arch"] == record["arch"]  # stated in the file too
+        assert meta["preprocess"] == Preprocess()
+        probs = model(np.zeros((2, 1, 48, 48), np.float32))
+        assert probs.shape == (2, record["classes"]) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+        assert model.name == backend
+    assert weights.model_path(name).stat().st_size / 1e6 == pytest.approx(record["megabytes"], abs=0.01)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", weights.available())
-def test_bundled_weights_reproduce_their_recorded_privatetest_accuracy(name, make_cfg, tmp_path):
+def test_bundled_onnx_models_reproduce_their_recorded_publictest_accuracy(name):
+    """The ONNX file in the runtime scores the PublicTest accuracy recorded from its checkpoint in
+    PyTorch (within 0.05 points), with the recorded TTA; its probabilities match the checkpoint's
+    within 1e-4 on real faces; the int8 file scores what the index records for it."""
+    torch = pytest.importorskip("torch", reason="the parity half compares with the checkpoint in torch")
+    from emo.data import FER2013DataModule
+    from emo.evaluate import split_faces
+    from tests.helpers import real_data_or_skip
+
+    data_dir = real_data_or_skip()
+    record = weights.index()[name]
+    from emo import EmotionRecognizer
+
+    rec = EmotionRecognizer.from_pretrained(name, backend="onnx")
+    dm = FER2013DataModule(
+        data_dir=str(data_dir), classes=rec.class_names, augment=None, labels=record["labels"]
+    )
+    faces = split_faces(dm, "val").numpy()
+    truth = dm.datasets["val"].labels.numpy()
+    probs = rec.input_probs(faces, record["tta"])
+    accuracy = float((probs.argmax(1) == truth).mean())
+    assert accuracy == pytest.approx(record["publictest"]["accuracy"], abs=0.0005)
+    if "int8" in record:
+        int8 = EmotionRecognizer.from_pretrained(name, backend="onnx-int8")
+        acc8 = float((int8.input_probs(faces, record["tta"]).argmax(1) == truth).mean())
+        assert acc8 == pytest.approx(record["int8"]["publictest"], abs=1e-9)
+    module = load_checkpoint(weights.checkpoint_path(name))
+    with torch.inference_mode():
+        ref = torch.cat(
+            [module.predict_proba(torch.from_numpy(faces[i : i + 256])) for i in range(0, 1024, 256)]
+        )
+    assert np.abs(rec.input_probs(faces[:1024], "none") - ref.numpy()).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", weights.available())
+def test_bundled_checkpoints_reproduce_their_recorded_privatetest_accuracy(name, make_cfg, tmp_path):
+    pytest.importorskip("torch", reason="evaluating the checkpoint needs the train extra")
     from emo.evaluate import evaluate
     from tests.helpers import compose_cfg, real_data_or_skip
 
     data_dir = real_data_or_skip()
-    recorded = weights.metrics(name)
+    recorded = weights.index()[name]
     cfg = compose_cfg(
-        [f"ckpt_path={weights.weights_path(name)}", f"tta={recorded['tta']}"], tmp_path, data_dir, "evaluate"
+        [f"ckpt_path={weights.checkpoint_path(name)}", f"tta={recorded['tta']}"],
+        tmp_path,
+        data_dir,
+        "evaluate",
     )
     measured = evaluate(cfg)
     # PrivateTest: 3,589 faces; its FER+ majority labels keep 3,153 (unknown / not-a-face dropped).
-    assert measured["n"] == recorded["n"] == (3153 if measured["labels"] == "ferplus" else 3589)
-    assert measured["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+    assert (
+        measured["n"] == recorded["privatetest"]["n"] == (3153 if measured["labels"] == "ferplus" else 3589)
+    )
+    assert measured["accuracy"] == pytest.approx(recorded["privatetest"]["accuracy"], abs=1e-9)

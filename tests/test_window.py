@@ -1,7 +1,7 @@
 """The real-time window, for real: ``python -m emo.realtime`` under a virtual X server (Xvfb).
 
-A still video is shown in the matplotlib window (emo's declared dependencies only: the headless
-OpenCV has no GUI); the X screen is grabbed with imagemagick's ``import`` and must contain the
+A still video is shown in the Tk window (the standard library's tkinter: the headless OpenCV has
+no GUI, and the runtime installs no matplotlib); the X screen is grabbed with imagemagick's ``import`` and must contain the
 annotated frame at its own size; the q key (xdotool) then quits with complete outputs.
 """
 
@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
+import emo
 from emo import weights
 from emo.samples import moving_face_frames, write_video
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.runtime]  # also in the runtime venv: no torch, no matplotlib
 TOOLS = ("Xvfb", "import", "xdotool")
 TITLE = f"emo - {weights.default_name()}"  # the window names the model it runs
 
@@ -41,7 +42,7 @@ def display():
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (Debian: apt-get install xvfb imagemagick xdotool)")
     if not have_tkinter():
-        pytest.skip("needs tkinter for matplotlib's TkAgg window")
+        pytest.skip("needs tkinter for the window (Debian: apt-get install python3-tk)")
     read, write = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-dpi", "96", "-nolisten", "tcp"],
@@ -69,10 +70,16 @@ def test_the_window_shows_the_annotated_frame_and_q_quits(display, tmp_path):
     n_frames = 900  # 30 s at 30 FPS: far longer than the test waits
     video = write_video(tmp_path / "still.mp4", [frame] * n_frames)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env.update(DISPLAY=display, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # The emo these tests import (the checkout, or the runtime venv's installed copy), run from a
+    # folder that holds no other emo.
+    env.update(DISPLAY=display, PYTHONPATH=str(Path(emo.__file__).resolve().parents[1]))
     cmd = [sys.executable, "-m", "emo.realtime", "--source", str(video), "--smooth", "0"]
     proc = subprocess.Popen(
-        [*cmd, "--csv", str(tmp_path / "p.csv")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*cmd, "--csv", str(tmp_path / "p.csv")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         x11(display, "xdotool", "search", "--sync", "--name", f"^{TITLE}")

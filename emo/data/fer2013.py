@@ -33,17 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from emo.errors import EmoError
+from emo.inference.preprocess import FER2013_MEAN, FER2013_STD, IMAGE_SIZE  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 #: FER-2013's label order, as the ``emotion`` column encodes it (0..6). The single source of the
 #: class names: everything else (configs, checkpoints, inference) derives from this tuple.
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-IMAGE_SIZE = 48
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
-#: Grey-level mean and standard deviation of the Training split on the 0..1 scale (measured;
-#: conf/data/fer2013.yaml states the same numbers, and a real-data test checks them).
-FER2013_MEAN, FER2013_STD = 0.5077, 0.2550
+# IMAGE_SIZE, FER2013_MEAN and FER2013_STD (grey-level mean and standard deviation of the
+# Training split on the 0..1 scale, measured; conf/data/fer2013.yaml states the same numbers, and
+# a real-data test checks them) live with the runtime's preprocessing, which defaults to them.
 
 #: Split codes stored in the cache. A layout without an official validation split stores only
 #: TRAIN and TEST (``official_val=False``); the DataModule carves VAL out of TRAIN.

@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from emo.data.fer2013 import FER2013_MEAN, FER2013_STD, IMAGE_SIZE
 from emo.errors import EmoError
+from emo.inference.preprocess import Preprocess
+from emo.inference.preprocess import preprocess_faces as _preprocess_faces
 
 
 def resolve_augment(spec: AugmentFlags | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -200,56 +201,10 @@ def build_augment(**flags: Any) -> Any:
     return A.Compose(steps) if steps else None
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How a grey face crop becomes network input. Every checkpoint stores it (as a dict, under
-    ``hyper_parameters.preprocess``) and every exported ONNX model (``emo_preprocess``).
-
-    Attributes:
-        image_size: side, in pixels, the crop is resized to.
-        mean: mean grey level of the training set on the 0..1 scale (subtracted).
-        std: its standard deviation (divided by).
-    """
-
-    image_size: int = IMAGE_SIZE
-    mean: float = FER2013_MEAN
-    std: float = FER2013_STD
-
-    @classmethod
-    def of(cls, spec: Preprocess | Mapping[str, Any] | None) -> Preprocess:
-        """From a stored dict (``None``: FER-2013's). Checkpoints written before this class also
-        carry ``grayscale: true``, which every emo net was: it is accepted and dropped.
-
-        Raises:
-            EmoError: a key this class does not know, or colour input.
-        """
-        if spec is None:
-            return cls()
-        if isinstance(spec, cls):
-            return spec
-        d = dict(spec)
-        if d.pop("grayscale", True) is not True:
-            raise EmoError("preprocess.grayscale=false: emo's networks take grey faces only")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise EmoError(f"preprocess has unknown keys {unknown}: expected image_size, mean, std")
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in d.items()})
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data, for checkpoints (``torch.load(weights_only=True)``) and JSON."""
-        return asdict(self)
-
-
 def preprocess_faces(faces: np.ndarray, preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:
-    """Grey face crops (N, H, W) or (H, W), uint8, any size -> normalised (N, 1, S, S) float."""
-    faces = np.asarray(faces)
-    if faces.ndim == 2:
-        faces = faces[None]
-    size = Preprocess.of(preprocess).image_size
-    if faces.shape[1:] != (size, size):
-        faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
-    x = torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
-    return normalize_faces(x, preprocess)  # (N, 1, S, S)
+    """``emo.inference.preprocess.preprocess_faces`` (the one eval transform) as a tensor:
+    grey crops (N, H, W) or (H, W), uint8, any size -> normalised (N, 1, S, S) float32."""
+    return torch.from_numpy(np.ascontiguousarray(_preprocess_faces(faces, preprocess)))
 
 
 def normalize_faces(x: torch.Tensor, preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:

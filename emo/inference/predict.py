@@ -30,14 +30,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from emo.errors import EmoError, exit_on_emo_error
-from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS
 from emo.inference.draw import annotate
 from emo.inference.images import IMAGE_SUFFIXES, to_bgr
+from emo.inference.preprocess import TTA_MODES
 from emo.inference.recognizer import EmotionRecognizer, Face
 from emo.inference.report import VideoReport
 from emo.inference.video import Smoother, open_source, open_writer
-from emo.models.module import TTA_MODES
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 #: Images decoded and classified together (one forward pass for all their faces).
@@ -218,7 +218,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
     )
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference runtime (default: torch)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="inference runtime (default auto: a bundled model's recorded one, onnxruntime for .onnx, torch for .ckpt)",
+    )
     p.add_argument(
         "--tta",
         choices=TTA_MODES,
@@ -243,9 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model = EmotionRecognizer.from_checkpoint(
-        resolve_checkpoint(args.ckpt), backend=args.backend, detector=args.detector
-    )
+    model = EmotionRecognizer.load(args.ckpt, backend=args.backend, detector=args.detector)
     predictor = Predictor(model, args.tta, args.save_dir, args.report, quiet_stdout=args.json or args.csv)
     predictor.run(args.paths)
     if args.json:

@@ -31,14 +31,14 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from emo.errors import EmoError, exit_on_emo_error
-from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.backends import BACKENDS
 from emo.inference.draw import annotate
+from emo.inference.preprocess import TTA_MODES
 from emo.inference.recognizer import EmotionRecognizer, Face
 from emo.inference.video import CsvLog, FaceTracker, Smoother, open_source, open_writer
-from emo.models.module import TTA_MODES
+from emo.inference.window import Window
 
 log = logging.getLogger(__name__)
 #: Detection settings for video, per detector. The cascade's cost is set by the smallest face it
@@ -50,13 +50,12 @@ REALTIME_DETECTOR = {
     "yunet": {"max_side": 320, "min_face": 40},
     "haar": {"max_side": 320, "min_face": 80, "scale_factor": 1.1, "min_neighbors": 5},
 }
-QUIT_KEYS = {ord("q"), ord("Q"), 27}  # 27: ESC
 
 
 # ------------------------------------------------------------------------- pure functions
 def load_model(
     ckpt: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     threads: int | None = 1,
     detector: str = "yunet",
     **settings: Any,
@@ -65,8 +64,8 @@ def load_model(
     directory (its best checkpoint); ``None``: the best bundled weights.
 
     Args:
-        threads: inference threads (onnxruntime's; PyTorch's are set by ``run``). One: a face
-            or two is too small a job to share, and cores spinning for work slow a busy machine.
+        threads: inference threads (onnxruntime's; for a ``.ckpt``, PyTorch's, process-wide). One:
+            a face or two is too small a job to share, and cores spinning for work slow a busy machine.
         detector: ``yunet`` or ``haar``.
         **settings: overrides of the detector's ``REALTIME_DETECTOR`` settings.
 
@@ -74,8 +73,8 @@ def load_model(
     """
     if detector not in REALTIME_DETECTOR:
         raise EmoError(f"detector {detector!r} is not valid: choose one of {', '.join(REALTIME_DETECTOR)}")
-    return EmotionRecognizer.from_checkpoint(
-        resolve_checkpoint(ckpt),
+    return EmotionRecognizer.load(
+        ckpt,
         backend=backend,
         threads=threads,
         detector=detector,
@@ -102,117 +101,10 @@ def predict_faces(
 
 
 # ----------------------------------------------------------------------------------- I/O
-#: matplotlib backends that draw to files or notebooks, not to a window.
-NON_GUI_BACKENDS = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
-
-
-class Window:
-    """A display window: OpenCV's, or matplotlib's where OpenCV is the headless build.
-
-    The matplotlib window (TkAgg, QtAgg, GTK, macOS: whichever matplotlib picks for the desktop)
-    shows the frame at its own size, 1:1: each frame is copied into the canvas's pixels and
-    blitted, with no matplotlib redraw (``window FPS`` in benchmarks/realtime.py). q, ESC or
-    closing the window quits.
-    """
-
-    def __init__(self, title: str = "emo"):
-        self.title, self.quit = title, False
-        self.fig = self.image = None
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-            self.kind = "cv2"
-        except cv2.error:
-            self.kind = "matplotlib"
-            self.backend = gui_backend()
-
-    def _open_matplotlib(self, shape: tuple[int, ...]) -> None:
-        import matplotlib.pyplot as plt
-
-        height, width = shape[:2]
-        dpi = 100
-        with plt.rc_context({"toolbar": "None"}):  # a toolbar widens the window and rescales the frame
-            self.fig = plt.figure(num=self.title, figsize=(width / dpi, height / dpi), dpi=dpi)
-        ax = self.fig.add_axes((0, 0, 1, 1))
-        ax.set_axis_off()
-        self.image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
-        self.fig.canvas.mpl_connect("key_press_event", self._on_key)
-        self.fig.canvas.mpl_connect("close_event", lambda _: setattr(self, "quit", True))
-        plt.show(block=False)
-        self.fig.canvas.draw()
-        self.fig.canvas.flush_events()
-
-    def _on_key(self, event) -> None:
-        if event.key in ("q", "Q", "escape"):
-            self.quit = True
-
-    def show(self, frame: np.ndarray) -> bool:
-        """Draw a BGR frame; False once the user asked to quit (q, ESC, window closed)."""
-        if self.kind == "cv2":
-            cv2.imshow(self.title, frame)
-            key = cv2.waitKey(1) & 0xFF
-            closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
-            return not (key in QUIT_KEYS or closed)
-        if self.fig is None:
-            self._open_matplotlib(frame.shape)
-        if self.quit:
-            return False
-        rgb = frame[..., ::-1]
-        canvas = self.fig.canvas
-        pixels = self._pixels()
-        if pixels is not None:  # Agg-based canvases: the frame goes straight into their pixels
-            if pixels.shape[:2] != rgb.shape[:2]:  # a resized window, or a HiDPI screen
-                rgb = cv2.resize(rgb, pixels.shape[1::-1], interpolation=cv2.INTER_AREA)
-            pixels[..., :3] = rgb
-            pixels[..., 3] = 255
-        else:
-            self.image.set_data(rgb)
-            self.image.axes.draw_artist(self.image)
-        canvas.blit(self.fig.bbox)
-        canvas.flush_events()  # keys, close and resize events
-        return not self.quit
-
-    def _pixels(self) -> np.ndarray | None:
-        """The canvas's RGBA pixels (H, W, 4), writable; None where the canvas is not Agg's.
-
-        Drawing the frame as a matplotlib image resamples it through Agg: ~90 ms for 640x480 on
-        a busy 2-core machine, against ~7 ms for copying it in and blitting.
-        """
-        try:
-            pixels = np.asarray(self.fig.canvas.get_renderer().buffer_rgba())
-        except AttributeError:
-            return None
-        return pixels if pixels.ndim == 3 and pixels.flags.writeable else None
-
-    def close(self) -> None:
-        if self.kind == "cv2":
-            cv2.destroyWindow(self.title)
-        elif self.fig is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self.fig)
-
-
-def gui_backend() -> str:
-    """The matplotlib backend that can open a window here (matplotlib picks it for the desktop).
-
-    Raises:
-        EmoError: there is no display, or no GUI toolkit matplotlib can use.
-    """
-    import matplotlib.pyplot as plt
-
-    backend = plt.get_backend().lower()
-    if backend in NON_GUI_BACKENDS or "inline" in backend:
-        raise EmoError(
-            "no window can be opened (no display, or no GUI toolkit for matplotlib such as tkinter; "
-            "opencv-python-headless has none): pass --headless with --save/--csv"
-        )
-    return backend
-
-
 def run(
     source: str | int = 0,
     ckpt: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     smooth: float = 0.8,
     save: str | Path | None = None,
     csv_path: str | Path | None = None,
@@ -227,7 +119,7 @@ def run(
     """Annotate a video source frame by frame until it ends, the user quits or Ctrl-C.
 
     Args:
-        threads: PyTorch's and onnxruntime's threads (``load_model``); ``None``: leave as is.
+        threads: onnxruntime's (or for a ``.ckpt``, PyTorch's) threads (``load_model``).
         model: a recognizer already loaded (``ckpt``, ``backend``, ``threads`` and ``detector``
             then unused).
         detector: ``yunet`` or ``haar``, with the ``REALTIME_DETECTOR`` settings.
@@ -237,8 +129,6 @@ def run(
     Returns:
         ``frames`` processed, ``seconds``, ``fps`` (processing rate) and the output paths.
     """
-    if threads:
-        torch.set_num_threads(threads)
     model = model or load_model(ckpt, backend, threads, detector)
     smoother, tracker = Smoother(smooth), FaceTracker(model.detector, detect_every)
     cap, live = open_source(source)
@@ -299,7 +189,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
     )
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference runtime (default: torch)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="inference runtime (default auto: a bundled model's recorded one, onnxruntime for .onnx, torch for .ckpt)",
+    )
     p.add_argument(
         "--smooth", type=float, default=0.8, help="EMA weight of past probabilities, 0 = off (default: 0.8)"
     )

@@ -6,9 +6,10 @@
     rec.predict("photo.jpg")     # [Face(box=(x, y, w, h), label='happy', scores={'angry': 0.01, ...})]
     rec.classify(crops)          # your own face crops (N, H, W) -> (N, C) probabilities
 
-Test-time augmentation (TTA) defaults to the one recorded for a bundled model in
-``emo/weights/index.json`` (chosen on PublicTest: ``flip`` for ``vgg_s`` and ``cnn3``), ``none``
-for other checkpoints; ``tta=`` on construction or on each call overrides it.
+Test-time augmentation (TTA) defaults to the one the model file records (every bundled model
+records the one chosen on PublicTest, e.g. ``flip``), ``none`` for files that record none;
+``tta=`` on construction or on each call overrides it. The views are built in numpy, so the
+runtime is numpy, OpenCV and onnxruntime alone.
 
 Faces are found by YuNet (``cv2.FaceDetectorYN``, weights bundled in ``emo/weights/detectors``)
 or, with ``detector="haar"``, by OpenCV's Haar cascade, on a downscaled copy of the image. Each
@@ -19,21 +20,18 @@ used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from emo import weights
-from emo.data.transforms import Preprocess, preprocess_faces
 from emo.errors import EmoError
-from emo.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_metadata
+from emo.inference.backends import BACKENDS, OnnxBackend, load_torch_backend, resolve_checkpoint
 from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
 from emo.inference.images import to_grey
-from emo.models.module import check_tta, is_ensemble_file, load_checkpoint, tta_views
-from emo.paths import WEIGHTS_DIR
+from emo.inference.preprocess import Preprocess, check_tta, n_views, preprocess_faces, tta_views
 
 #: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
 #: at once took 24 GB for 3,589 crops with tencrop; 256 keep a forward pass's activations to
@@ -73,12 +71,12 @@ class EmotionRecognizer:
         detector: the face detector ``predict`` uses (:class:`YuNetDetector` by default).
         source: where the weights came from (bundled name or path), for logs.
         tta: the test-time augmentation ``probs``, ``classify`` and ``predict`` use when given
-            none: a bundled model's recorded one (``emo.weights.recorded_tta``), else ``none``.
+            none: the one the model file records (every bundled model's), else ``none``.
     """
 
     def __init__(
         self,
-        backend: TorchBackend | OnnxBackend,
+        backend: Callable[[np.ndarray], np.ndarray],
         class_names: Sequence[str],
         preprocess: Preprocess | dict,
         detector: str | HaarDetector | YuNetDetector = "yunet",
@@ -104,129 +102,147 @@ class EmotionRecognizer:
     # ---------------------------------------------------------------------- construction
     @staticmethod
     def available() -> list[str]:
-        """Names of the bundled weights (``from_pretrained(name)``)."""
+        """Names of the bundled models (``from_pretrained(name)``)."""
         return weights.available()
 
     @classmethod
     def from_pretrained(
-        cls, name: str | None = None, backend: str = "torch", tta: str | None = None, **kwargs
+        cls, name: str | None = None, backend: str = "auto", tta: str | None = None, **kwargs
     ) -> EmotionRecognizer:
-        """Bundled weights by name; ``None`` or ``"default"``: the model that agrees with people best
-        among the real-time ones that keep 70% FER-2013 accuracy (``emo.weights.default_name``);
-        ``"leaderboard"``: the best on FER-2013's own labels.
+        """A bundled model by name; ``None`` or ``"default"``: the model that agrees with people
+        best among the real-time ones that keep 70% FER-2013 accuracy (``emo.weights.default_name``);
+        ``"leaderboard"``: the best on FER-2013's own labels (the ensemble: several networks in one
+        graph, their probabilities averaged; the most accurate, at the cost of running each on
+        every face).
 
-        ``"ensemble"``, once one is bundled (``emo/weights/ensemble.ckpt``, packed with
-        ``python -m emo.weights A.ckpt B.ckpt ... ensemble --fp16``): several networks whose
-        probabilities are averaged (members and TTA chosen on PublicTest), for the most accuracy at
-        the cost of running every member on each face; never the default (unless indexed as real
-        time), on the torch backend only.
+        Every bundled model is an ONNX file run by onnxruntime. ``backend="auto"`` runs the one
+        the index records for it (``emo.weights.recorded_backend``): its static int8 file where
+        that keeps the fp32 file's PublicTest accuracy within 0.3 points (``INT8_MAX_DROP``), the
+        fp32 one otherwise; ``onnx`` or ``onnx-int8`` choose.
 
         Args:
-            backend: ``torch`` or ``onnx`` (onnxruntime, ``pip install 'emo[onnx]'``; not for an
-                ensemble).
-            tta: the default test-time augmentation; ``None``: the model's recorded one
-                (``emo.weights.recorded_tta``, e.g. ``flip``).
+            backend: ``auto``, ``onnx`` or ``onnx-int8``.
+            tta: the default test-time augmentation; ``None``: the one the model file records
+                (chosen on PublicTest, e.g. ``flip``).
             **kwargs: ``threads``, ``detector`` and the detector's arguments, as in ``from_checkpoint``.
         """
-        name = weights.resolve_name(name or "default")  # from_checkpoint finds its recorded TTA
-        return cls.from_checkpoint(
-            weights.weights_path(name), backend=backend, tta=tta, _source=name, **kwargs
-        )
+        name = weights.resolve_name(name or "default")
+        if backend not in BACKENDS:
+            raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
+        if backend == "torch":
+            raise EmoError(
+                "bundled models are ONNX files: use backend auto, onnx or onnx-int8 "
+                "(the torch backend runs a training checkpoint: from_checkpoint('run.ckpt'))"
+            )
+        chosen = weights.recorded_backend(name) if backend == "auto" else backend
+        path = weights.model_path(name, chosen)
+        return cls.from_checkpoint(path, tta=tta, _source=name, **kwargs)
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, backend: str = "auto", **kwargs) -> EmotionRecognizer:
+        """What a command line's ``--model``/``--ckpt`` names: a bundled name or alias
+        (``from_pretrained``, with its recorded backend), a ``.onnx``/``.ckpt`` file or a
+        training run directory (``from_checkpoint`` of its best checkpoint); ``None``: the default.
+
+        Args:
+            **kwargs: ``threads``, ``tta``, ``detector`` and the detector's arguments.
+        """
+        if (
+            model is None
+            or str(model) in ("", *weights.ALIASES)
+            or (str(model) in weights.available() and not Path(model).exists())
+        ):
+            return cls.from_pretrained(str(model or "default"), backend=backend, **kwargs)
+        return cls.from_checkpoint(resolve_checkpoint(model), backend=backend, **kwargs)
 
     @classmethod
     def from_checkpoint(
         cls,
         path: str | Path,
-        backend: str = "torch",
+        backend: str = "auto",
         threads: int | None = None,
         detector: str | HaarDetector | YuNetDetector = "yunet",
         tta: str | None = None,
         _source: str | None = None,
         **kwargs,
     ) -> EmotionRecognizer:
-        """Any emo checkpoint (``.ckpt``, any class set) or ``emo-export`` model (``.onnx``).
+        """Any ``emo-export`` model (``.onnx``) or, with the ``train`` extra, emo checkpoint
+        (``.ckpt``, an ensemble file included); any class set.
 
         Args:
-            backend: ``torch``, ``onnx`` or ``onnx-int8``; an ``.onnx`` file always runs in
-                onnxruntime, a checkpoint under ``onnx`` is exported once and cached, and under
-                ``onnx-int8`` its ``<name>-int8.onnx`` beside it is used.
+            backend: ``auto`` (onnxruntime for ``.onnx``, PyTorch for ``.ckpt``), ``onnx``,
+                ``onnx-int8`` (the ``<name>-int8.onnx`` beside the file) or ``torch``; a
+                checkpoint under ``onnx`` is exported once and cached.
             threads: onnxruntime's thread count (default: all cores). PyTorch's is process-wide:
                 set it with ``torch.set_num_threads``.
             detector: ``yunet`` (default) or ``haar``, or a detector object.
-            tta: the default test-time augmentation; ``None``: for a bundled file
-                (``emo/weights/NAME.ckpt`` or its ``NAME-int8.onnx``) the TTA recorded for it,
-                for any other file ``none``.
+            tta: the default test-time augmentation; ``None``: the one the ONNX file records
+                (every bundled model records the one chosen on PublicTest), else ``none``.
             **kwargs: passed on to the detector (``max_side``, ``min_face``, ...).
 
-        An ensemble file (``python -m emo.weights A.ckpt B.ckpt NAME``) runs on the torch backend,
-        its members' probabilities averaged, with the same TTA handling.
-
         Raises:
-            EmoError: a missing or foreign file, an unknown backend or TTA, an ensemble with an
-                ONNX backend.
+            EmoError: a missing or foreign file, an unknown backend or TTA, a checkpoint
+                without the ``train`` extra (naming ``emo-export`` and ``pip install 'emo[train]'``).
         """
         if backend not in BACKENDS:
             raise EmoError(f"backend {backend!r} is not valid: choose one of {', '.join(BACKENDS)}")
+        if tta is not None:
+            check_tta(tta)
         path = Path(path)
-        if tta is None:
-            bundled = path.stem.removesuffix("-int8") if path.resolve().parent == WEIGHTS_DIR else None
-            tta = weights.recorded_tta(bundled) if bundled else "none"  # "none" where unrecorded
-        check_tta(tta)
-        if backend != "torch" and path.suffix != ".onnx" and is_ensemble_file(path):
+        if not path.is_file():
             raise EmoError(
-                f"{path} is an ensemble, which runs on backend torch only (ONNX export takes one "
-                f"network): use backend='torch', or one member's checkpoint with {backend}"
+                f"model file {path} not found: give a .onnx (emo-export) or .ckpt file, or a bundled name"
             )
-        if backend == "onnx-int8" and path.suffix != ".onnx":
-            int8 = path.with_name(f"{path.stem}-int8.onnx")
+        if backend == "onnx-int8" and not path.stem.endswith(weights.INT8_SUFFIX):
+            int8 = path.with_name(f"{path.stem}{weights.INT8_SUFFIX}.onnx")
             if not int8.is_file():
                 raise EmoError(
                     f"no int8 model beside {path}: write {int8.name} with "
                     f"emo-export --ckpt {path} --int8 --out {int8} (needs FER-2013 to calibrate)"
                 )
-            path, _source = int8, _source and f"{_source}-int8"
+            path = int8
         detector = make_detector(detector, **kwargs)
-        source = _source or (path.stem if path.resolve().parent == WEIGHTS_DIR else str(path))
+        source = _source or str(path)
         if path.suffix == ".onnx":
-            if not path.is_file():
-                raise EmoError(f"ONNX model {path} not found: write one with emo-export")
-            try:
-                engine = OnnxBackend(path, threads)
-            except EmoError:
-                raise
-            except Exception as err:  # onnxruntime's own error types
-                raise EmoError(
-                    f"{path} is not a readable ONNX model ({type(err).__name__}): re-export it"
-                ) from None
-            return cls(engine, *onnx_metadata(engine.session), detector, source, tta)
-        module = load_checkpoint(path)
-        if backend == "onnx":
-            from emo.inference.export import cached_onnx  # only for --backend onnx: it loads the exporter
-
-            engine: TorchBackend | OnnxBackend = OnnxBackend(cached_onnx(path, module), threads)
+            if backend == "torch":
+                raise EmoError(f"{path} is an ONNX model: use backend auto or onnx (torch runs a .ckpt)")
+            engine = OnnxBackend(path, threads)
+            meta = engine.metadata
         else:
-            engine = TorchBackend(module)
-        return cls(engine, module.class_names, module.preprocess, detector, source, tta)
+            engine, meta = load_torch_backend(path, "onnx" if backend == "onnx" else "torch", threads)
+        tta = meta.get("tta", "none") if tta is None else tta
+        return cls(engine, meta["class_names"], meta["preprocess"], detector, source, tta)
 
     # ------------------------------------------------------------------------- inference
-    def face_input(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
-        """Grey crops of any sizes -> network input (N, 1, S, S), through ``preprocess_faces``."""
+    def face_input(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Grey crops of any sizes -> network input (N, 1, S, S) float32, through ``preprocess_faces``."""
         size = int(self.preprocess.image_size)
         if not len(crops):
-            return torch.zeros(0, 1, size, size)
-        return torch.cat([preprocess_faces(c, self.preprocess) for c in crops])
+            return np.zeros((0, 1, size, size), np.float32)
+        return np.concatenate([preprocess_faces(c, self.preprocess) for c in crops])
 
     def probs(self, crops: Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:
         """Probabilities (N, C) for a list of grey uint8 crops (any sizes), ``CHUNK_VIEWS`` network
         inputs at a time, so memory stays bounded however many crops there are. ``tta``:
         ``None`` is the recognizer's own (``self.tta``)."""
         tta = self.tta if tta is None else tta
-        check_tta(tta)
+        chunk = max(1, CHUNK_VIEWS // n_views(tta))
         out = np.zeros((len(crops), len(self.class_names)), dtype=np.float32)
-        size = int(self.preprocess.image_size)
-        chunk = max(1, CHUNK_VIEWS // len(tta_views(torch.zeros(1, 1, size, size), tta)))
         for start in range(0, len(crops), chunk):
-            out[start : start + chunk] = self.backend(self.face_input(crops[start : start + chunk]), tta)
+            out[start : start + chunk] = self.input_probs(self.face_input(crops[start : start + chunk]), tta)
+        return out
+
+    def input_probs(self, x: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """Probabilities (N, C) for network inputs (N, 1, S, S) already preprocessed
+        (``face_input``; FER-2013's faces in evaluation), ``CHUNK_VIEWS`` views at a time."""
+        tta = self.tta if tta is None else tta
+        chunk = max(1, CHUNK_VIEWS // n_views(tta))
+        out = np.zeros((len(x), len(self.class_names)), dtype=np.float32)
+        for start in range(0, len(x), chunk):
+            views = tta_views(x[start : start + chunk], tta)  # (V, n, 1, S, S)
+            v, n = views.shape[:2]
+            probs = self.backend(views.reshape(v * n, *views.shape[2:]))  # (V * n, C)
+            out[start : start + n] = probs.reshape(v, n, -1).mean(0)
         return out
 
     def classify(self, crops: np.ndarray | Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:

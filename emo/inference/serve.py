@@ -44,11 +44,11 @@ from PIL import Image, UnidentifiedImageError
 
 from emo import __version__
 from emo.errors import EmoError, exit_on_emo_error
-from emo.inference.backends import BACKENDS, resolve_checkpoint
+from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS, make_detector
+from emo.inference.preprocess import TTA_MODES
 from emo.inference.realtime import REALTIME_DETECTOR
 from emo.inference.recognizer import EmotionRecognizer
-from emo.models.module import TTA_MODES
 
 try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
@@ -283,11 +283,11 @@ def create_app(
     return app
 
 
-def load_recognizer(model: str | None = None, backend: str = "torch", detector: str | None = None):
+def load_recognizer(model: str | None = None, backend: str = "auto", detector: str | None = None):
     """The recognizer ``emo-serve`` serves: a bundled name, a ``.ckpt``/``.onnx`` file or a run dir."""
     # detector= is passed only when asked for, so the recognizer's own default stays the default.
     extra = {"detector": detector} if detector else {}
-    return EmotionRecognizer.from_checkpoint(resolve_checkpoint(model), backend=backend, **extra)
+    return EmotionRecognizer.load(model, backend=backend, **extra)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -302,7 +302,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", default=None, help="bundled name, .ckpt/.onnx file or run dir (default: best bundled)"
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)"
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference engine (default auto: a bundled model's recorded one, onnxruntime for .onnx, torch for .ckpt)",
     )
     parser.add_argument(
         "--detector", choices=list(DETECTORS), default=None, help="face detector (default: the recognizer's)"

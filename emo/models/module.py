@@ -26,21 +26,15 @@ from torchvision.transforms.v2.functional import ten_crop
 import emo
 from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.soft_targets import SoftTargetsMismatch, load_soft_targets
-from emo.data.transforms import Preprocess
 from emo.errors import EmoError
+from emo.inference.preprocess import TENCROP_FRACTION, Preprocess, check_tta
 from emo.models import create_model
+from emo.models.checkpoint import is_ensemble_file, read_checkpoint
+from emo.models.ensemble import Ensemble, check_ensemble_members
 from emo.models.int8 import dequantize_checkpoint
 from emo.report.metrics import StageMetrics, confusion_figure
 
 log = logging.getLogger(__name__)
-
-TTA_MODES = ("none", "flip", "tencrop")
-#: The key, and its value, that mark an ensemble file: ``members`` holds one packed checkpoint
-#: (``state_dict``, ``hyper_parameters``, ...) per member; the top level the shared class names,
-#: preprocessing and labels (``hyper_parameters``) and the packing metrics (``emo_metrics``).
-FORMAT_KEY, ENSEMBLE_FORMAT = "emo_format", "ensemble"
-#: Ten-crop TTA: crops of this fraction of the side (44 px of 48), resized back to the input size.
-TENCROP_FRACTION = 11 / 12
 
 
 def _plain(value: Any) -> Any:
@@ -51,11 +45,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return [_plain(v) for v in value]
     return value
-
-
-def check_tta(tta: str) -> None:
-    if tta not in TTA_MODES:
-        raise EmoError(f"tta={tta!r} is not valid: choose one of {', '.join(TTA_MODES)}")
 
 
 class EmoModule(L.LightningModule):
@@ -397,71 +386,6 @@ def tta_views(x: torch.Tensor, tta: str) -> torch.Tensor:
     )
 
 
-def _read(path: Path, map_location: str | torch.device) -> Any:
-    if not path.is_file():
-        raise EmoError(f"checkpoint {path} not found: give a .ckpt from a run's checkpoints/ or emo/weights/")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise EmoError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}): re-download or re-train it"
-        ) from None
-
-
-def _check_contents(path: Path, ckpt: Any, which: str = "") -> None:
-    """One-line errors for contents that are not an emo checkpoint (``which``: an ensemble member)."""
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not {"arch", "class_names"} <= set(hp):
-        raise EmoError(
-            f"{path}{which} is not an emo checkpoint (no arch/class_names inside): use one written by emo.train"
-        )
-    if not ckpt.get("pytorch-lightning_version"):  # what Lightning's loader reads first
-        raise EmoError(
-            f"{path}{which} is not an emo checkpoint (no Lightning version inside): use one written by emo.train"
-        )
-
-
-def _is_ensemble(ckpt: Any) -> bool:
-    return isinstance(ckpt, dict) and ckpt.get(FORMAT_KEY) == ENSEMBLE_FORMAT
-
-
-def _check_ensemble(path: Path, ckpt: dict) -> None:
-    members = ckpt.get("members")
-    if not isinstance(members, list) or not members:
-        raise EmoError(f"{path} is an emo ensemble without members: pack it again with python -m emo.weights")
-    for i, member in enumerate(members, 1):
-        _check_contents(path, member, f" (ensemble member {i})")
-
-
-def is_ensemble_file(path: str | Path) -> bool:
-    """Whether ``path`` is a bundled ensemble file (``False`` for anything else, unreadable included)."""
-    try:  # mmap: the weights are not read to answer
-        return _is_ensemble(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
-    except Exception:  # a missing, foreign or legacy-format file: not an ensemble file
-        return False
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The raw contents of an emo checkpoint file, checked to be one.
-
-    An ensemble file (``is_ensemble_file``) has no top-level ``state_dict``: its ``members`` are
-    checkpoints, each checked like a file of its own. Weights packed as int8 come back in float32.
-
-    Raises:
-        EmoError: the file is missing, unreadable, or not an emo checkpoint.
-    """
-    path = Path(path)
-    ckpt = _read(path, map_location)
-    if _is_ensemble(ckpt):
-        _check_ensemble(path, ckpt)
-        for member in ckpt["members"]:
-            dequantize_checkpoint(member)
-    else:
-        _check_contents(path, ckpt)
-        dequantize_checkpoint(ckpt)
-    return ckpt
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> EmoModule | Ensemble:
     """Rebuild a trained :class:`EmoModule` (in eval mode) from a checkpoint file alone:
     ``EmoModule.load_from_checkpoint``, with a one-line error for a file it cannot use.
@@ -510,68 +434,6 @@ def _load_ensemble_file(path: Path, map_location: str | torch.device) -> Ensembl
         members.append(model.eval())
     check_ensemble_members(members, [f"{path} (member {i})" for i in range(1, len(members) + 1)])
     return Ensemble(members).eval()
-
-
-class Ensemble(L.LightningModule):
-    """Several trained classifiers for the same classes and input; predicts their mean probabilities.
-
-    Built by :func:`load_ensemble` from checkpoint files, or by :func:`load_checkpoint` from an
-    ensemble file. It answers what callers read of an :class:`EmoModule`: ``class_names``,
-    ``preprocess``, ``labels``, ``predict_proba(x, tta)``, ``predict_tta``, and ``hparams`` with
-    ``arch`` (``ensemble(vgg_s, vgg_s, cnn3)``) and ``members`` (the members' architectures).
-    """
-
-    def __init__(self, members: Sequence[EmoModule | Ensemble]):
-        super().__init__()
-        if not members:
-            raise EmoError("an ensemble needs at least one member")
-        first = members[0]
-        self.members = torch.nn.ModuleList(members)
-        self.class_names, self.preprocess, self.labels = first.class_names, first.preprocess, first.labels
-        archs = [str(m.hparams.arch) for m in members]
-        self.save_hyperparameters(
-            {
-                "arch": f"ensemble({', '.join(archs)})",
-                "members": archs,
-                "class_names": list(first.class_names),
-                "preprocess": first.preprocess.as_dict(),
-                "labels": first.labels,
-            },
-            logger=False,
-        )
-        self.predict_tta = "none"
-
-    def use_channels_last(self) -> None:
-        for m in self.members:
-            m.use_channels_last()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log mean probabilities (B, C): logits whose softmax is the ensemble's prediction (what
-        a distillation teacher's output or ``model(x).softmax(-1)`` is read as)."""
-        return torch.stack([m(x).float().softmax(-1) for m in self.members]).mean(0).log()
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
-        """The members' mean :meth:`EmoModule.predict_proba` (B, C), each with TTA ``tta``."""
-        return torch.stack([m.predict_proba(x, tta) for m in self.members]).mean(0)
-
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.predict_proba(x, self.predict_tta)
-
-
-def check_ensemble_members(members: Sequence[EmoModule | Ensemble], names: Sequence[str]) -> None:
-    """Raise unless every member predicts the first's classes from the first's preprocessing.
-
-    Raises:
-        EmoError: one line naming the first member (of ``names``) that differs.
-    """
-    for name, m in zip(names[1:], members[1:]):
-        if m.class_names != members[0].class_names or m.preprocess != members[0].preprocess:
-            raise EmoError(
-                f"{name} predicts {m.class_names} from {m.preprocess}, unlike {names[0]}: "
-                "ensemble checkpoints trained on the same classes and preprocessing"
-            )
 
 
 def load_ensemble(paths: Sequence[str | Path], map_location: str | torch.device = "cpu") -> Ensemble:

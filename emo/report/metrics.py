@@ -146,23 +146,6 @@ def write_metrics(path: str | Path, summary: Mapping[str, Any] | None = None, **
     return path
 
 
-def best_checkpoint(run_dir: str | Path) -> Path | None:
-    """The best checkpoint a training run's ``metrics.json`` names (also when the run directory
-    has moved since: then found by its name under ``checkpoints/``); ``None`` when the file or
-    the checkpoint is missing."""
-    run_dir = Path(run_dir)
-    try:
-        best = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
-    except (OSError, ValueError):
-        return None
-    if not best or not isinstance(best, str):
-        return None
-    for candidate in (Path(best), run_dir / "checkpoints" / Path(best).name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def classification_report(summary: dict) -> str:
     """A fixed-width table like scikit-learn's classification report."""
     rows = [f"{'':>10} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]

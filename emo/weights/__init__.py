@@ -1,60 +1,53 @@
-"""Bundled weights: slim emo checkpoints that ship inside the package.
+"""Bundled models: ONNX files that ship inside the package, and their recorded yardsticks.
 
-    python -m emo.weights outputs/.../checkpoints/best-....ckpt cnn3   # pack a run's checkpoint
-    python -m emo.weights ... vgg_fer --fp16                          # half the size
-    python -m emo.weights A.ckpt B.ckpt C.ckpt ensemble --fp16 --metrics M.json   # an ensemble
-    python -m emo.weights A.ckpt B.ckpt ensemble --int8     # weights as int8: a quarter of fp32
+    emo/weights/NAME.onnx         every bundled model (fp32 compute; weights stored as the
+                                  checkpoint held them: fp32, fp16 or int8 with per-channel scales)
+    emo/weights/NAME-int8.onnx    static int8, where it keeps fp32's PublicTest accuracy
+    emo/weights/index.json        both yardsticks of each, its TTA, size and recorded backend
 
-A packed file keeps only what inference needs (weights, architecture, class names,
-preprocessing) plus where it came from (the training command's metrics), so it is small and
-``emo.models.module.load_checkpoint`` reads it like any training checkpoint. Several checkpoints
-before the name make one ensemble file (``pack_ensemble``: each member packed as above, at most
-``MAX_ENSEMBLE_MB``), which ``load_checkpoint`` returns as an ``Ensemble`` (mean probabilities);
-its metrics are the ``--metrics`` file given (e.g. ``python -m emo.evaluate 'ckpt_path=[A,B,C]'``'s).
+Each ONNX file carries its class names, preprocessing, labels and TTA, so the runtime needs
+nothing else; ``emo-export --bundle NAME`` writes them from a checkpoint and
+``scripts/index_weights.py`` records their numbers. The source checkout also keeps each model's
+packed checkpoint (``NAME.ckpt``: ``init_from``, distillation, parity checks) for the training
+side; the wheel does not carry those, and the runtime never opens them.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
-import sys
 from pathlib import Path
 
-import torch
-
-import emo
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError
 from emo.paths import WEIGHTS_DIR
 
-
-def available() -> list[str]:
-    """Names of the bundled weights."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.ckpt"))
-
-
-def metrics(name: str) -> dict:
-    """The metrics recorded when ``name`` was packed (PrivateTest ``accuracy``, ``tta``, ...)."""
-    ckpt = torch.load(weights_path(name), map_location="cpu", weights_only=True)
-    return dict(ckpt.get("emo_metrics") or {})
-
-
-#: An ensemble file may not be larger than this (megabytes, 1e6 bytes): what the package carries.
-MAX_ENSEMBLE_MB = 25.0
-
 INDEX_NAME = "index.json"
+INT8_SUFFIX = "-int8"
 #: The default model keeps at least this FER-2013 PublicTest accuracy.
 DEFAULT_MIN_ACCURACY = 0.70
+#: An int8 file is the recorded backend only where its PublicTest accuracy is at most this far
+#: (in points) below fp32's, both with the model's recorded TTA.
+INT8_MAX_DROP = 0.3
 #: Names that stand for a bundled model chosen by its recorded metrics.
 ALIASES = ("default", "leaderboard")
 
 
+def available() -> list[str]:
+    """Names of the bundled models (``emo/weights/NAME.onnx``)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.onnx") if not p.stem.endswith(INT8_SUFFIX))
+
+
+def recorded() -> dict[str, dict]:
+    """Every record of ``index.json``, also of models whose file is not (yet) here."""
+    path = WEIGHTS_DIR / INDEX_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def index() -> dict[str, dict]:
     """Each bundled model's recorded yardsticks (``scripts/index_weights.py``): PublicTest and
-    PrivateTest accuracy and agreement with people, TTA, size, whether it runs in real time."""
-    path = WEIGHTS_DIR / INDEX_NAME
-    recorded = json.loads(path.read_text()) if path.is_file() else {}
-    return {n: r for n, r in recorded.items() if (WEIGHTS_DIR / f"{n}.ckpt").is_file()}
+    PrivateTest accuracy and agreement with people, TTA, size, whether it runs in real time,
+    its int8 file's PublicTest accuracy and the backend that follows from it."""
+    names = set(available())
+    return {n: r for n, r in recorded().items() if n in names}
 
 
 def info(name: str) -> dict:
@@ -63,9 +56,20 @@ def info(name: str) -> dict:
 
 
 def recorded_tta(name: str) -> str:
-    """The test-time augmentation recorded for bundled model ``name`` (chosen on PublicTest):
-    what ``EmotionRecognizer`` uses unless told otherwise; ``none`` where the index records none."""
+    """The test-time augmentation recorded for bundled model ``name`` (chosen on PublicTest; its
+    ONNX file carries the same): ``none`` where the index records none."""
     return info(name).get("tta") or "none"
+
+
+def recorded_backend(name: str) -> str:
+    """``onnx-int8`` where bundled model ``name``'s int8 file keeps its fp32 PublicTest accuracy
+    within ``INT8_MAX_DROP`` points (as the index records), else ``onnx``."""
+    return info(name).get("backend") or "onnx"
+
+
+def is_ensemble(name: str) -> bool:
+    """Whether bundled model ``name`` is an ensemble (several networks, averaged, in one graph)."""
+    return str(info(name).get("arch", "")).startswith("ensemble(")
 
 
 def _seven_class(records: dict[str, dict]) -> dict[str, dict]:
@@ -74,50 +78,42 @@ def _seven_class(records: dict[str, dict]) -> dict[str, dict]:
     }
 
 
-def is_ensemble(name: str) -> bool:
-    """Whether bundled model ``name`` is an ensemble file (several networks, averaged)."""
-    # Here, not at the top: only the index-less fallbacks ask, and the check lives with the loader.
-    from emo.models.module import is_ensemble_file
-
-    return is_ensemble_file(weights_path(name))
+def _check_bundled() -> list[str]:
+    names = available()
+    if not names:
+        raise EmoError("no bundled models in this installation: reinstall emo, or give a model file")
+    return names
 
 
 def default_name() -> str:
     """The model people get: among the seven-class models that run in real time and keep
     ``DEFAULT_MIN_ACCURACY`` on FER-2013 PublicTest, the one that agrees with people best on
-    PublicTest (FER+ majority). Chosen from the index, so it follows newly bundled weights.
+    PublicTest (FER+ majority). Chosen from the index, so it follows newly bundled models.
     An ensemble is never the default unless its index record says ``realtime``."""
-    names = available()
-    if not names:
-        raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
+    names = _check_bundled()
+    records = _seven_class(index())
     candidates = {
         n: r
-        for n, r in _seven_class(index()).items()
+        for n, r in records.items()
         if r.get("realtime") and r["publictest"]["accuracy"] >= DEFAULT_MIN_ACCURACY
     }
     if candidates:
         return max(candidates, key=lambda n: candidates[n]["publictest"].get("agreement", 0.0))
-    # The most accurate, as leaderboard_name(), but no slow ensemble (while any other model is bundled).
-    recorded = index()
-    fast = [n for n in names if recorded.get(n, {}).get("realtime") or not is_ensemble(n)]
-    return _most_accurate(fast or names)
+    fast = [n for n in records if records[n].get("realtime")]
+    return _most_accurate(fast) if fast else names[0]
 
 
 def leaderboard_name() -> str:
     """The seven-class model with the best FER-2013 PublicTest accuracy (the field's leaderboard
-    yardstick; PrivateTest is only reported), an ensemble included. Without an index: the best
-    recorded accuracy."""
-    names = available()
-    if not names:
-        raise EmoError("no bundled weights in this installation: reinstall emo or train with emo.train")
-    return _most_accurate(names)
+    yardstick; PrivateTest is only reported), an ensemble included."""
+    names = _check_bundled()
+    records = _seven_class(index())
+    return _most_accurate(list(records)) if records else names[0]
 
 
 def _most_accurate(names: list[str]) -> str:
-    records = {n: r for n, r in _seven_class(index()).items() if n in names}
-    if records:
-        return max(records, key=lambda n: records[n]["publictest"]["accuracy"])
-    return max(names, key=lambda n: metrics(n).get("accuracy", 0.0))
+    records = index()
+    return max(names, key=lambda n: records[n]["publictest"]["accuracy"])
 
 
 def resolve_name(name: str) -> str:
@@ -125,173 +121,42 @@ def resolve_name(name: str) -> str:
     return {"default": default_name, "leaderboard": leaderboard_name}.get(name, lambda: name)()
 
 
-def weights_path(name: str) -> Path:
-    """The file of bundled weights ``name`` (or an alias: ``default``, ``leaderboard``)."""
+def model_path(name: str, backend: str = "onnx") -> Path:
+    """The ONNX file of bundled model ``name`` (or an alias: ``default``, ``leaderboard``):
+    ``NAME.onnx``, or for ``backend="onnx-int8"`` ``NAME-int8.onnx``.
+
+    Raises:
+        EmoError: no bundled model of that name, or no int8 file for it.
+    """
+    name = resolve_name(name)
+    path = WEIGHTS_DIR / f"{name}.onnx"
+    if not path.is_file():
+        raise EmoError(
+            f"no bundled model named {name!r}: choose one of {', '.join([*available(), *ALIASES])}"
+        )
+    if backend == "onnx-int8":
+        int8 = path.with_name(f"{name}{INT8_SUFFIX}.onnx")
+        if not int8.is_file():
+            with_int8 = [n for n in available() if (WEIGHTS_DIR / f"{n}{INT8_SUFFIX}.onnx").is_file()]
+            raise EmoError(
+                f"bundled model {name!r} has no int8 file: use backend onnx, or one of {', '.join(with_int8)}"
+            )
+        return int8
+    return path
+
+
+def checkpoint_path(name: str) -> Path:
+    """The packed PyTorch checkpoint of bundled model ``name``, which a source checkout keeps
+    beside its ONNX file for the training side (``init_from``, distillation, parity checks).
+
+    Raises:
+        EmoError: this installation has no such checkpoint (the wheel carries ONNX files only).
+    """
     name = resolve_name(name)
     path = WEIGHTS_DIR / f"{name}.ckpt"
     if not path.is_file():
         raise EmoError(
-            f"no bundled weights named {name!r}: choose one of {', '.join([*available(), *ALIASES])}"
+            f"no checkpoint of bundled model {name!r} here (emo/weights/{name}.ckpt ships with the "
+            "source checkout only): clone the repository, or use the ONNX model"
         )
     return path
-
-
-def _slim(ckpt: dict, fp16: bool, int8: bool = False) -> dict:
-    """What inference needs of a checkpoint's contents (optimizer state dropped); ``int8``: the
-    convolution and linear weights as int8 with per-channel scales (``emo.models.int8``), the
-    rest in fp16."""
-    # Here, not at the top: as in pack().
-    from emo.models.int8 import SCALES_KEY, quantize_state
-
-    state, extra = ckpt["state_dict"], {}
-    if int8:
-        state, scales = quantize_state(state)
-        extra = {SCALES_KEY: scales}
-    if fp16 or int8:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    return {
-        **extra,
-        "state_dict": state,
-        "hyper_parameters": ckpt["hyper_parameters"],
-        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
-        "emo_version": ckpt.get("emo_version"),
-        "epoch": ckpt.get("epoch"),
-        "global_step": ckpt.get("global_step"),
-        # a class-prior shift baked into the classifier's bias (scripts/prior_shift.py): provenance
-        **({"emo_prior_shift": ckpt["emo_prior_shift"]} if "emo_prior_shift" in ckpt else {}),
-    }
-
-
-def pack(
-    src: str | Path, dst: str | Path, metrics: dict | None = None, fp16: bool = False, int8: bool = False
-) -> Path:
-    """Write the inference part of checkpoint ``src`` to ``dst`` (optimizer state dropped).
-
-    Args:
-        fp16: store floating-point weights in half precision (half the size; loading casts them
-            back to float32, and predictions move by ~1e-3 in probability at most).
-        int8: store convolution and linear weights as int8 with a scale per output channel and
-            the rest in fp16 (a quarter of fp32; loading dequantizes them to float32).
-    """
-    # Here, not at the top: naming and finding weights (every inference start-up) needs no Lightning.
-    from emo.models.module import Ensemble, load_checkpoint, read_checkpoint
-
-    if isinstance(load_checkpoint(src), Ensemble):  # the weights must fit the architecture they claim
-        raise EmoError(f"{src} is an ensemble file already: pack its members' checkpoints together instead")
-    slim = {**_slim(read_checkpoint(src), fp16, int8), "emo_metrics": metrics or {}}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, dst)
-    return dst
-
-
-def pack_ensemble(
-    srcs: list[str | Path],
-    dst: str | Path,
-    metrics: dict | None = None,
-    fp16: bool = False,
-    int8: bool = False,
-) -> Path:
-    """Write checkpoints ``srcs`` as one ensemble file ``dst``, which ``load_checkpoint`` returns as
-    an ``Ensemble`` (their mean probabilities).
-
-    Each member is packed as :func:`pack` would (fp16 or int8 when asked); the file's top level holds the
-    shared class names, preprocessing and labels, the ensemble marker and ``metrics`` (the
-    ensemble's own, e.g. from ``python -m emo.evaluate 'ckpt_path=[A,B]'``).
-
-    Raises:
-        EmoError: fewer than two checkpoints, one unusable or itself an ensemble, members that
-            disagree on classes or preprocessing, or a file over ``MAX_ENSEMBLE_MB``; nothing is
-            written then.
-    """
-    # Here, not at the top: as in pack().
-    from emo.models.module import (
-        ENSEMBLE_FORMAT,
-        FORMAT_KEY,
-        Ensemble,
-        check_ensemble_members,
-        load_checkpoint,
-        read_checkpoint,
-    )
-
-    if len(srcs) < 2:
-        raise EmoError(f"an ensemble needs two checkpoints or more, not {len(srcs)}: pack one with pack()")
-    members = [load_checkpoint(p) for p in srcs]  # the weights must fit the architecture they claim
-    for path, m in zip(srcs, members):
-        if isinstance(m, Ensemble):
-            raise EmoError(
-                f"{path} is an ensemble file already: pack its members' checkpoints together instead"
-            )
-    check_ensemble_members(members, [str(p) for p in srcs])
-    raw = [read_checkpoint(p) for p in srcs]
-    contents = {
-        FORMAT_KEY: ENSEMBLE_FORMAT,
-        "members": [_slim(r, fp16, int8) for r in raw],
-        "hyper_parameters": dict(Ensemble(members).hparams),  # arch, members, classes, preprocess, labels
-        "pytorch-lightning_version": raw[0].get("pytorch-lightning_version"),
-        "emo_version": emo.__version__,
-        "emo_metrics": metrics or {},
-    }
-    buf = io.BytesIO()
-    torch.save(contents, buf)
-    size = buf.getbuffer().nbytes / 1e6
-    if size > MAX_ENSEMBLE_MB:
-        raise EmoError(
-            f"the ensemble of {len(srcs)} would take {size:.1f} MB, over the {MAX_ENSEMBLE_MB:g} MB a bundled file "
-            "may take: drop a member"
-            + (
-                ""
-                if int8
-                else " or pack in int8 (--int8)"
-                if fp16
-                else " or pack in fp16 (--fp16) or int8 (--int8)"
-            )
-        )
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(buf.getvalue())
-    return dst
-
-
-@exit_on_emo_error
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Pack a training checkpoint as bundled weights; several checkpoints: one ensemble file."
-    )
-    parser.add_argument(
-        "ckpt", nargs="+", help="a run's checkpoints/best-*.ckpt; two or more make an ensemble"
-    )
-    parser.add_argument("name", help="bundled name, e.g. cnn3 (or ensemble)")
-    parser.add_argument(
-        "--metrics",
-        help="the run's metrics.json, stored alongside (default: next to the run; "
-        "an ensemble's own only when given, e.g. from python -m emo.evaluate 'ckpt_path=[A,B]')",
-    )
-    parser.add_argument("--fp16", action="store_true", help="store the weights in half precision")
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help="store convolution and linear weights as int8 (per-channel scales), the rest in fp16",
-    )
-    parser.add_argument("--out", help="write here instead of emo/weights/NAME.ckpt")
-    args = parser.parse_args(argv)
-    single = len(args.ckpt) == 1
-    if args.metrics:
-        metrics_file: Path | None = Path(args.metrics)
-    elif single:
-        metrics_file = Path(args.ckpt[0]).resolve().parent.parent / "metrics.json"
-    else:
-        metrics_file = None  # a member's metrics are not the ensemble's
-    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
-    metrics.pop("checkpoint", None)  # a path on the training machine means nothing elsewhere
-    dst = args.out or WEIGHTS_DIR / f"{args.name}.ckpt"
-    if single:
-        dst = pack(args.ckpt[0], dst, metrics, fp16=args.fp16, int8=args.int8)
-    else:
-        dst = pack_ensemble(args.ckpt, dst, metrics, fp16=args.fp16, int8=args.int8)
-    what = "" if single else f", an ensemble of {len(args.ckpt)}"
-    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB{what})", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,3 +1,0 @@
-from emo.weights import main
-
-main()
