@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 # Reinstall whenever pyproject.toml's content changes (the hash is in the name, so a fresh
 # clone's newer file dates do not force a reinstall).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The runtime as users install it (`pip install .`: no torch), for `make test-runtime`.
+RT_VENV ?= .venv-runtime
+RT_STAMP := $(RT_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Weights to evaluate with `make evaluate`.
 CKPT ?= emo/weights/vgg_s.ckpt
 
@@ -30,6 +33,18 @@ install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=d
 
 test: $(STAMP) ## run the fast test suite (synthetic data, in-process, one worker per core up to 4: under a minute on 2)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
+
+$(RT_STAMP):
+	@rm -rf $(RT_VENV) && python3 -m venv $(RT_VENV)
+	$(RT_VENV)/bin/pip install -q --upgrade pip
+	$(RT_VENV)/bin/pip install -q . pytest
+	@touch $@
+
+test-runtime: $(RT_STAMP) ## the tests marked runtime against `pip install .` alone (numpy, OpenCV, onnxruntime; no torch), in RT_VENV
+	$(RT_VENV)/bin/pip install -q --no-deps --force-reinstall .
+	@$(RT_VENV)/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'lightning', 'hydra', 'matplotlib', 'scipy') if u.find_spec(m)]; sys.exit(f'the runtime install pulled in {heavy}' if heavy else 0)"
+	@# importlib mode, no pythonpath: the tests import the installed emo, not this checkout's.
+	$(RT_VENV)/bin/pytest -q -p no:cacheprovider --import-mode=importlib -o pythonpath= -m runtime $$(grep -l "pytest.mark.runtime" tests/test_*.py)
 
 test-slow: $(STAMP) ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
 	$(PY) -m pytest -q -m slow
@@ -87,4 +102,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo serve install test test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help demo serve install test test-runtime test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

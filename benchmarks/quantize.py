@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emo import EmotionRecognizer
+from emo import EmotionRecognizer, weights
 from emo.data import load_fer2013
 from emo.data.fer2013 import VAL
 from emo.inference.backends import resolve_checkpoint
@@ -47,7 +47,12 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=512, help="Training faces to calibrate on")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ckpt = resolve_checkpoint(args.ckpt)
+    # A bundled name means its packed checkpoint (the source checkout's emo/weights/NAME.ckpt).
+    ckpt = (
+        weights.checkpoint_path(args.ckpt)
+        if args.ckpt in weights.available()
+        else resolve_checkpoint(args.ckpt)
+    )
     module = load_checkpoint(ckpt)
     data = load_fer2013(args.data_dir)
     val = np.flatnonzero(np.asarray(data.split) == VAL)

@@ -4,13 +4,14 @@ and the ``fer`` package measured in the same run.
 python benchmarks/realtime.py [--frames 150] [--repeat 2] [--fer-python fervenv/bin/python]
 
 Runs the default real-time model (``emo.inference.realtime.load_model()``) on a synthetic 640x480 video of
-one sample face (~150 px, moving), one inference thread, for each backend (torch, onnxruntime
-fp32, onnxruntime int8) and detector (YuNet, Haar). End to end is ``emo.inference.realtime.run`` headless:
+one sample face (~150 px, moving), one inference thread, for each backend (``auto``: the one
+``from_pretrained`` runs, the recorded int8 file; onnxruntime fp32 and int8; and where the train
+extra and the source checkout's ``.ckpt`` are there, PyTorch) and detector (YuNet, Haar). End to end is ``emo.inference.realtime.run`` headless:
 decode a frame, find the face (a full search every ``detect every`` frames, tracking between),
 classify it, smooth, draw boxes, label, bars and FPS. "per-face ms" is ``probs`` on one crop
 (preprocessing + network + softmax); "network ms" the network alone on one prepared face, the
 quantity fer's ``_classify_emotions`` times. With a display (``DISPLAY``), "window FPS" is how
-many 640x480 frames a second the matplotlib window shows. ``--fer-python``: a Python with the
+many 640x480 frames a second the window shows (OpenCV's, or tkinter's with the headless OpenCV). ``--fer-python``: a Python with the
 ``fer`` package (see benchmarks/fer_baseline.py) runs fer's defaults on the same video.
 """
 
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
+from emo import weights
+from emo.errors import EmoError
 from emo.inference import realtime, video
 from emo.inference.detect import crop_faces
 from emo.samples import moving_face_frames, write_video
@@ -56,8 +58,8 @@ def detection_ms(model: realtime.EmotionRecognizer, greys: list[np.ndarray], eve
     return 1e3 * (time.perf_counter() - t0) / len(greys)
 
 
-def window_fps(frames: list[np.ndarray], n: int = 200) -> float | None:
-    """Frames per second the real-time window shows (None without a display)."""
+def window_fps(frames: list[np.ndarray], n: int = 200) -> tuple[float, str] | None:
+    """Frames per second the real-time window shows, and its kind (None without a display)."""
     if not os.environ.get("DISPLAY"):
         return None
     window = realtime.Window("emo benchmark")
@@ -68,7 +70,7 @@ def window_fps(frames: list[np.ndarray], n: int = 200) -> float | None:
         window.show(shown[i % len(shown)])
     rate = n / (time.perf_counter() - t0)
     window.close()
-    return rate
+    return rate, window.kind
 
 
 def fer_baseline(python: str, video: Path, repeat: int) -> dict | None:
@@ -90,32 +92,38 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="end-to-end runs per row; best kept")
     parser.add_argument("--fer-python", default=os.environ.get("EMO_FER_PYTHON"), help="a Python with fer")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     frames = moving_face_frames(args.frames)
     greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
-    backends = ["torch"]
+    backends = ["auto", "onnx", "onnx-int8"]
     try:
-        import onnxruntime  # noqa: F401
+        import torch
 
-        backends += ["onnx", "onnx-int8"]
-    except ImportError:
-        print("onnxruntime not installed: torch only (pip install 'emo[onnx]')")
+        torch.set_num_threads(1)
+        ckpt = weights.checkpoint_path(weights.default_name())  # the source checkout's .ckpt
+        backends.append("torch")
+    except (ImportError, EmoError) as err:
+        ckpt = None
+        print(f"no torch row: {err}")
     # (backend, detector, detect every): the default path and what each choice costs.
     runs = [(b, "yunet", 5) for b in backends] + [
-        ("torch", "yunet", 1),
-        ("torch", "haar", 5),
-        ("torch", "haar", 1),
+        ("auto", "yunet", 1),
+        ("auto", "haar", 5),
+        ("auto", "haar", 1),
     ]
+    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 has no Haar cascades
+        runs = [r for r in runs if r[1] != "haar"]
     faces, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(Path(tmp) / "face.mp4", frames)
         for backend, detector, every in runs:
-            model = realtime.load_model(backend=backend, detector=detector)
+            model = realtime.load_model(
+                ckpt if backend == "torch" else None, backend=backend, detector=detector
+            )
             if backend not in faces:
                 crop = crop_faces(greys[0], model.detector(greys[0])[:1])[0]
                 x = model.face_input([crop])
                 faces[backend] = (
-                    model.source,
+                    f"{model.source} ({model.backend.name})",
                     median_ms(lambda m=model, c=crop: m.probs([c])),
                     median_ms(lambda m=model, x=x: m.backend(x)),
                 )
@@ -150,7 +158,7 @@ def main() -> None:
             f"fastest emo network {fastest:.2f} ms vs fer's {fer['per_face_ms']:.2f} ms per face"
         )
     if shown is not None:
-        print(f"\nwindow: {shown:.0f} FPS shown at 640x480 (matplotlib {realtime.gui_backend()})")
+        print(f"\nwindow: {shown[0]:.0f} FPS shown at 640x480 ({shown[1]} window)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ the FER+ majority (agreement with people); subsets over the 25 MB bundle limit (
 out. The table shows the best subsets and each member alone. PrivateTest is never read.
 
 The winner is chosen on PublicTest accuracy among 2^k subsets, so its PublicTest figure is
-optimistic: score it once on PrivateTest after packing it (``python -m emo.weights A B ...
+optimistic: score it once on PrivateTest after packing it (``python -m emo.models.pack A B ...
 ensemble --fp16``, then ``python -m emo.evaluate ckpt_path=... split=test tta=T``).
 """
 
@@ -49,7 +49,7 @@ class Scored:
     accuracy: float
     agreement: float | None
     params: int
-    bytes_per_param: int = 2  # fp16; 1 for int8 weights (python -m emo.weights ... --int8)
+    bytes_per_param: int = 2  # fp16; 1 for int8 weights (python -m emo.models.pack ... --int8)
 
     @property
     def mb(self) -> float:
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument(
         "--int8",
         action="store_true",
-        help="size subsets as int8 weights (1 byte a parameter, python -m emo.weights ... --int8; the "
+        help="size subsets as int8 weights (1 byte a parameter, python -m emo.models.pack ... --int8; the "
         "probabilities ranked are the stored fp16 ones: score the winner once more after packing)",
     )
     parser.add_argument("--out", type=Path, help="write the ranking as JSON here")
@@ -218,7 +218,9 @@ def main() -> None:
             print(f"no subset beats the best single model by {args.min_gain} points: nothing to pack")
         else:
             ckpts = " ".join(str(by_name[n].ckpt.relative_to(ROOT)) for n in best.members)
-            print(f"pack it:  python -m emo.weights {ckpts} ensemble {'--int8' if args.int8 else '--fp16'}")
+            print(
+                f"pack it:  python -m emo.models.pack {ckpts} ensemble {'--int8' if args.int8 else '--fp16'}"
+            )
     if args.out:
         as_dict = lambda s: {**s.__dict__, "mb": round(s.mb, 2)}  # noqa: E731
         args.out.write_text(

@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/$name
 python3 -m emo.train experiment="$exp" test=false hydra.run.dir="$run" "$@" 2>&1 \
   | tr '\r' '\n' | grep -v '^Epoch .*it/s' | tee -a "$out/$name.log"
 best=$(ls "$run"/checkpoints/best-*.ckpt | head -n 1)
-python3 -m emo.weights "$best" "$name" --fp16 --out "$out/$name.ckpt"
+python3 -m emo.models.pack "$best" "$name" --fp16 --out "$out/$name.ckpt"
 # Files come back only up to 16 MiB each: split bigger weights (join them with cat).
 if [ "$(stat -c %s "$out/$name.ckpt")" -gt 16000000 ]; then
   split -b 15m -d "$out/$name.ckpt" "$out/$name.ckpt.part"

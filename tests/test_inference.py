@@ -86,7 +86,7 @@ def test_predict_finds_the_sample_face_and_scores_every_class(rec, face_bgr):
 
 
 def test_every_input_kind_gives_the_same_prediction(rec, face_bgr):
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image", reason="PIL images need Pillow (the serve extra)")
 
     ref = rec.predict(sample_path("astronaut"))
     grey = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY)

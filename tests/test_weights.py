@@ -207,7 +207,7 @@ def test_bundled_onnx_models_reproduce_their_recorded_publictest_accuracy(name):
     if "int8" in record:
         int8 = EmotionRecognizer.from_pretrained(name, backend="onnx-int8")
         acc8 = float((int8.input_probs(faces, record["tta"]).argmax(1) == truth).mean())
-        assert acc8 == pytest.approx(record["int8"]["publictest"], abs=1e-9)
+        assert acc8 == pytest.approx(record["int8"]["publictest"], abs=1e-6)  # recorded in float32
     module = load_checkpoint(weights.checkpoint_path(name))
     with torch.inference_mode():
         ref = torch.cat(
