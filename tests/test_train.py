@@ -246,3 +246,17 @@ def test_validation_scores_with_val_tta(tta):
 def test_val_tta_must_be_a_known_one():
     with pytest.raises(EmoError, match="tta"):
         EmoModule(arch="cnn3", val_tta="mirror")
+
+
+def test_a_runs_directory_runs_in_the_realtime_loop_on_the_torch_backend(trained_run, tmp_path):
+    """With the train extra, ``python -m emo.realtime --ckpt outputs/train/runs/<date>`` loads the
+    run's best checkpoint in PyTorch, as the design card's realtime.py does."""
+    from emo.inference import realtime
+    from emo.samples import moving_face_frames, write_video
+
+    run, _ = trained_run
+    model = realtime.load_model(run)
+    assert model.backend.name == "torch" and model.source == str(best_checkpoint(run))
+    video = write_video(tmp_path / "clip.mp4", moving_face_frames(4))
+    stats = realtime.run(video, ckpt=run, headless=True, csv_path=tmp_path / "p.csv")
+    assert stats["frames"] == 4 and (tmp_path / "p.csv").read_text().count("\n") >= 5
