@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     out = Path(args.out)
 
     model = EmotionRecognizer.from_pretrained(detector=args.detector)
-    print(f"model: {model.source} ({len(model.class_names)} classes: {', '.join(model.class_names)})")
+    print(
+        f"model: {model.source} ({model.backend.name}, {len(model.class_names)} classes: {', '.join(model.class_names)})"
+    )
     predictor = Predictor(model, save_dir=out / "images")
     predictor.images(sample_images())
     print_table(predictor.rows)
