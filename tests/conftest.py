@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,3 +104,41 @@ def make_cfg(tmp_path, fer_dir):
         return compose_cfg(list(overrides), out_dir or tmp_path, fer_dir, config_name)
 
     return make
+
+
+#: What the window tests need: a virtual X server, a screen grabber and a key sender.
+X_TOOLS = ("Xvfb", "import", "xdotool")
+
+
+def have_tkinter() -> bool:
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A virtual X server (Xvfb, 1024x768, 96 dpi) for the window tests: its DISPLAY name. Skips
+    where the X tools or tkinter (the window of the headless OpenCV) are missing."""
+    missing = [t for t in X_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (Debian: apt-get install xvfb imagemagick xdotool)")
+    if not have_tkinter():
+        pytest.skip("needs tkinter for the window (Debian: apt-get install python3-tk)")
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-dpi", "96", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        server.kill()
+        pytest.skip("Xvfb did not start")
+    yield f":{number}"
+    server.terminate()
+    server.wait(10)

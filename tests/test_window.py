@@ -24,40 +24,7 @@ from emo import weights
 from emo.samples import moving_face_frames, write_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime]  # also in the runtime venv: no torch, no matplotlib
-TOOLS = ("Xvfb", "import", "xdotool")
 TITLE = f"emo - {weights.default_name()}"  # the window names the model it runs
-
-
-def have_tkinter() -> bool:
-    try:
-        import tkinter  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def display():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (Debian: apt-get install xvfb imagemagick xdotool)")
-    if not have_tkinter():
-        pytest.skip("needs tkinter for the window (Debian: apt-get install python3-tk)")
-    read, write = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-dpi", "96", "-nolisten", "tcp"],
-        pass_fds=(write,),
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    with os.fdopen(read) as f:
-        number = f.readline().strip()
-    if not number:
-        server.kill()
-        pytest.skip("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(10)
 
 
 def x11(display: str, *args: str, timeout: float = 60) -> str:

@@ -7,6 +7,7 @@ under a virtual X server (Xvfb): the frame is on screen pixel for pixel, and q (
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -29,11 +30,7 @@ RED, GREEN, BLUE = (0, 0, 255), (0, 255, 0), (255, 0, 0)  # BGR
 
 
 def have_tkinter() -> bool:
-    try:
-        import tkinter  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("tkinter") is not None
 
 
 def test_frame(width: int = 640, height: int = 480) -> np.ndarray:
@@ -241,31 +238,6 @@ def test_a_tk_window_destroyed_under_it_ends_it(fake_tk):
 
 
 # --------------------------------------------------------------------------- a real window
-TOOLS = ("Xvfb", "import", "xdotool")
-
-
-@pytest.fixture(scope="module")
-def display():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (Debian: apt-get install xvfb imagemagick xdotool)")
-    if not have_tkinter():
-        pytest.skip("needs tkinter (Debian: apt-get install python3-tk)")
-    read, write = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        pass_fds=(write,),
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    with os.fdopen(read) as f:
-        number = f.readline().strip()
-    if not number:
-        server.kill()
-        pytest.skip("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(10)
 
 
 def x11(display: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
