@@ -19,7 +19,7 @@ committed). QUEUE_DIR is ``$EMO_QUEUE_DIR`` or ``~/.cache/emo/queue``: outside t
 it survives a new checkout on the same machine. When training ends the runner scores the best
 checkpoint (chosen by the run's own monitor) on PublicTest with TTA none and flip, and commits:
 
-* ``runs/NAME/NAME.ckpt``       the weights in fp16 (``emo.weights.pack``) with those metrics;
+* ``runs/NAME/NAME.ckpt``       the weights in fp16 (``emo.models.pack.pack``) with those metrics;
 * ``runs/NAME/train_probs.pt``  its flip-TTA probabilities for every Training face (soft targets);
 * ``runs/NAME/val_probs.pt``    its PublicTest probabilities (none, flip), for choosing ensembles;
 * ``runs/NAME/result.json``     the command, epochs, wall time and PublicTest metrics.
