@@ -16,3 +16,51 @@ def test_every_subpackage_is_listed_in_pyproject():
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "emo").rglob("__init__.py")}
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
     assert "emo.conf" in listed  # the Hydra configs travel with the wheel
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpoints(tmp_path):
+    """What `pip install .` gets: every Hydra config, every bundled ONNX model and its index, the
+    detector, the page and the samples; no training checkpoint. Built from a copy of the tracked
+    files, so the checkout gets no build/ folder."""
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((ROOT / name).read_bytes())
+    for name in (ROOT / "emo").rglob("*"):  # new files not committed yet count too
+        if name.is_file() and "__pycache__" not in name.parts and not (src / name.relative_to(ROOT)).exists():
+            (src / name.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            (src / name.relative_to(ROOT)).write_bytes(name.read_bytes())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "would be ignored" not in done.stdout + done.stderr  # setuptools' boxed warnings
+    (wheel,) = tmp_path.glob("emo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {f"emo/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
+    assert configs <= names
+    models = {f"emo/weights/{p.name}" for p in (ROOT / "emo" / "weights").glob("*.onnx")}
+    assert len(models) >= 7 and models <= names and "emo/weights/index.json" in names
+    assert {"emo/inference/static/index.html", "emo/samples/astronaut.png"} <= names
+    assert any(n.startswith("emo/weights/detectors/") and n.endswith(".onnx") for n in names)
+    assert not [n for n in names if n.endswith(".ckpt")]  # the runtime never opens a checkpoint
