@@ -195,3 +195,39 @@ def test_recognizer_views_go_through_the_network_in_one_batch(monkeypatch):
     crops = np.random.default_rng(2).integers(0, 256, size=(3, 48, 48), dtype=np.uint8)
     rec.classify(crops, "tencrop")
     assert seen == [(30, 1, 48, 48)]
+
+
+# ------------------------------------------------------------------------------- emo COMMAND
+def test_emo_lists_every_subcommand_and_its_version(capsys):
+    from emo.__main__ import SUBCOMMANDS, main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("predict", "realtime", "demo", "serve", "train", "evaluate", "export", "summarize"):
+        assert f"\n  {name} " in listed and name in SUBCOMMANDS
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"emo {emo.__version__}"
+    with pytest.raises(SystemExit) as done:
+        main(["nope"])
+    assert done.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: emo has no subcommand 'nope': choose one of predict, realtime")
+
+
+def test_emo_predict_is_emo_predict(capsys):
+    from emo.__main__ import main
+    from emo.inference import predict
+
+    photo = str(sample_path("astronaut"))
+    assert main(["predict", photo, "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert predict.main([photo, "--json"]) == 0
+    assert ours == json.loads(capsys.readouterr().out) and ours[0]["label"] == "happy"
+
+
+def test_emo_train_without_the_training_stack_names_the_extra():
+    done = run_without_training_stack("from emo.__main__ import main; main()", "train", "model=cnn3")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: emo train needs ") and line.endswith("pip install 'emo[train]'")
+    done = run_without_training_stack("from emo.__main__ import main; main()", "predict", "--help")
+    assert done.returncode == 0 and "usage: emo-predict" in done.stdout  # the runtime's doors work

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from emo.cli import compose
@@ -260,3 +262,15 @@ def test_a_runs_directory_runs_in_the_realtime_loop_on_the_torch_backend(trained
     video = write_video(tmp_path / "clip.mp4", moving_face_frames(4))
     stats = realtime.run(video, ckpt=run, headless=True, csv_path=tmp_path / "p.csv")
     assert stats["frames"] == 4 and (tmp_path / "p.csv").read_text().count("\n") >= 5
+
+
+def test_emo_train_is_python_m_emo_train(monkeypatch, capsys):
+    """``emo train ...`` is the Hydra door itself: the same overrides, the same config."""
+    from emo.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["emo"])
+    GlobalHydra.instance().clear()
+    assert main(["train", "model=cnn3", "data.augment=strong", "--cfg", "job"]) == 0
+    GlobalHydra.instance().clear()
+    printed = capsys.readouterr().out
+    assert "arch: cnn3" in printed and "name: strong" in printed
