@@ -16,6 +16,10 @@ CKPT ?= emo/weights/vgg_s.ckpt
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  (our own training set-up's queue and GPU targets: make help-research; research/README.md)"
+
+help-research: ## the training queue and lent-GPU targets (research/: our own set-up, not the product)
+	@awk 'BEGIN {FS = ":.*#research: "} /^[a-zA-Z_-]+:.*#research: / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -63,22 +67,22 @@ train-cnn3-v1: $(STAMP) ## the earlier cnn3 baseline (62.27%), both stages
 train-small: $(STAMP) ## train the bundled vgg_s on FER-2013 (~1 h on 2 CPU cores in bf16)
 	$(PY) -m emo.train experiment=vgg_s_fer2013 hydra.run.dir=outputs/small/vgg_s
 
-queue: $(STAMP) ## start the CPU training queue (runs/queue.yaml) in the background; resumes, skips finished runs
-	$(PY) scripts/train_queue.py start
+queue: $(STAMP) #research: start the CPU training queue (runs/queue.yaml) in the background; resumes, skips finished runs
+	$(PY) research/train_queue.py start
 
-queue-status: $(STAMP) ## each queued run: done (PublicTest), epoch saved, or pending
-	$(PY) scripts/train_queue.py status
+queue-status: $(STAMP) #research: each queued run: done (PublicTest), epoch saved, or pending
+	$(PY) research/train_queue.py status
 
-queue-stop: $(STAMP) ## stop the queue (the last finished epoch is kept for resuming)
-	$(PY) scripts/train_queue.py stop
+queue-stop: $(STAMP) #research: stop the queue (the last finished epoch is kept for resuming)
+	$(PY) research/train_queue.py stop
 
-queue-save: $(STAMP) ## commit unfinished runs' last.ckpt so another machine can resume them
-	$(PY) scripts/train_queue.py save
+queue-save: $(STAMP) #research: commit unfinished runs' last.ckpt so another machine can resume them
+	$(PY) research/train_queue.py save
 
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
 	$(PY) -m emo.evaluate ckpt_path=$(CKPT) tta=flip
 
-gpu-bundle: $(STAMP) ## prepare .gpu/ (git-ignored) for scripts/gpu_queue.sh: FER-2013 train+val, compact, with their FER+ votes; wheels the GPU image lacks
+gpu-bundle: $(STAMP) #research: prepare .gpu/ (git-ignored) for research/gpu_queue.sh: FER-2013 train+val, compact, with their FER+ votes; wheels the GPU image lacks
 	$(PY) -m emo.data.compact .gpu/data --splits train val
 	$(PY) -m pip wheel -q --no-deps -w .gpu/wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 	@du -sh .gpu
@@ -90,16 +94,16 @@ tensorboard: $(STAMP) ## browse every run's curves and confusion matrices
 	$(VENV)/bin/tensorboard --logdir outputs
 
 format: $(STAMP) ## format and lint-fix the code with ruff
-	$(VENV)/bin/ruff format emo tests benchmarks scripts notebooks
-	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff format emo tests benchmarks scripts research notebooks
+	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts research notebooks
 
 lint: $(STAMP) ## check formatting, lint and the import layers without changing files
-	$(VENV)/bin/ruff format --check emo tests benchmarks scripts notebooks
-	$(VENV)/bin/ruff check emo tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff format --check emo tests benchmarks scripts research notebooks
+	$(VENV)/bin/ruff check emo tests benchmarks scripts research notebooks
 	$(VENV)/bin/lint-imports
 
 clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help demo serve install test test-runtime test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help help-research demo serve install test test-runtime test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

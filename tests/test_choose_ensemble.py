@@ -1,4 +1,4 @@
-"""Choosing a bundled ensemble on PublicTest probabilities (scripts/choose_ensemble.py)."""
+"""Choosing a bundled ensemble on PublicTest probabilities (research/choose_ensemble.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from emo.data.fer2013 import FER2013_CLASSES
 from emo.paths import PACKAGE_DIR
 
 spec = importlib.util.spec_from_file_location(
-    "choose_ensemble", PACKAGE_DIR.parent / "scripts" / "choose_ensemble.py"
+    "choose_ensemble", PACKAGE_DIR.parent / "research" / "choose_ensemble.py"
 )
 choose = sys.modules["choose_ensemble"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
 spec.loader.exec_module(choose)

@@ -1,4 +1,4 @@
-"""scripts/gpu_tree.py: the tree shrinks to what a GPU call needs, and comes back whole."""
+"""research/gpu_tree.py: the tree shrinks to what a GPU call needs, and comes back whole."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from emo.paths import PACKAGE_DIR
 
-spec = importlib.util.spec_from_file_location("gpu_tree", PACKAGE_DIR.parent / "scripts" / "gpu_tree.py")
+spec = importlib.util.spec_from_file_location("gpu_tree", PACKAGE_DIR.parent / "research" / "gpu_tree.py")
 gpu_tree = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_tree)
 

@@ -1,4 +1,4 @@
-"""How far shifts and weighted pairs move agreement with people (scripts/people_frontier.py)."""
+"""How far shifts and weighted pairs move agreement with people (research/people_frontier.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from emo.paths import PACKAGE_DIR
 
 spec = importlib.util.spec_from_file_location(
-    "people_frontier", PACKAGE_DIR.parent / "scripts" / "people_frontier.py"
+    "people_frontier", PACKAGE_DIR.parent / "research" / "people_frontier.py"
 )
 pf = sys.modules["people_frontier"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
 spec.loader.exec_module(pf)

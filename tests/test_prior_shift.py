@@ -1,4 +1,4 @@
-"""Sliding a model along the two yardsticks with a class-prior shift (scripts/prior_shift.py)."""
+"""Sliding a model along the two yardsticks with a class-prior shift (research/prior_shift.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from emo.models.pack import pack
 from emo.paths import PACKAGE_DIR
 
 spec = importlib.util.spec_from_file_location(
-    "prior_shift", PACKAGE_DIR.parent / "scripts" / "prior_shift.py"
+    "prior_shift", PACKAGE_DIR.parent / "research" / "prior_shift.py"
 )
 ps = sys.modules["prior_shift"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ps)

@@ -19,7 +19,7 @@ from emo.models.pack import pack
 from emo.paths import PACKAGE_DIR
 
 ROOT = PACKAGE_DIR.parent
-spec = importlib.util.spec_from_file_location("train_queue", ROOT / "scripts" / "train_queue.py")
+spec = importlib.util.spec_from_file_location("train_queue", ROOT / "research" / "train_queue.py")
 train_queue = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_queue)
 
@@ -177,7 +177,7 @@ def test_committing_an_unchanged_run_returns_at_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("stopped", [False, True])
 def test_one_run_is_finished_only_when_its_training_ran_to_the_end(stopped, monkeypatch):
-    """`one` (scripts/gpu_queue.sh): a run stopped at the time budget keeps its last.ckpt and is not
+    """`one` (research/gpu_queue.sh): a run stopped at the time budget keeps its last.ckpt and is not
     scored, even when Lightning ends the SIGTERMed fit with status 0."""
     finished = []
     monkeypatch.setattr(train_queue, "is_done", lambda name: False)

@@ -56,7 +56,7 @@ def _slim(ckpt: dict, fp16: bool, int8: bool = False) -> dict:
         "emo_version": ckpt.get("emo_version"),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
-        # a class-prior shift baked into the classifier's bias (scripts/prior_shift.py): provenance
+        # a class-prior shift baked into the classifier's bias (research/prior_shift.py): provenance
         **({"emo_prior_shift": ckpt["emo_prior_shift"]} if "emo_prior_shift" in ckpt else {}),
     }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Queue runs (runs/queue.yaml) side by side on a lent GPU machine, as one command from the
 # repository root, with .gpu/ (make gpu-bundle) carried along:
-#   bash scripts/gpu_queue.sh SECONDS [NAME...]
+#   bash research/gpu_queue.sh SECONDS [NAME...]
 # Each NAME runs its queue command exactly (held runs too) and is finished as the CPU queue
-# finishes it (scripts/train_queue.py one NAME --no-commit): runs/NAME/ gets the fp16 weights,
+# finishes it (research/train_queue.py one NAME --no-commit): runs/NAME/ gets the fp16 weights,
 # train_probs.pt, val_probs.pt and result.json (PublicTest only; PrivateTest is not carried).
 # After SECONDS of training the runs still going are stopped and their last.ckpt is kept instead.
 # What comes back in $OUT (at most 8 files of 16 MiB):
@@ -37,7 +37,7 @@ python3 -c "from emo.data.fer2013 import load_fer2013; load_fer2013('$gpu/data')
 pids=()
 for name in "$@"; do
   mkdir -p "$EMO_QUEUE_DIR/$name"
-  python3 scripts/train_queue.py one "$name" --no-commit >"$EMO_QUEUE_DIR/$name.out" 2>&1 &
+  python3 research/train_queue.py one "$name" --no-commit >"$EMO_QUEUE_DIR/$name.out" 2>&1 &
   pids+=($!)
 done
 # Stop what is still training when the budget is spent (the runner passes SIGTERM on).
@@ -60,7 +60,7 @@ for name in "$@"; do
     if [ "$(stat -c %s "$last")" -gt 30000000 ]; then
       # A large net's last.ckpt (vgg_fer: 126 MB) cannot come back whole: its live weights in fp16,
       # without the weight average and SGD's momentum, still resume (~21 MB).
-      python3 scripts/train_queue.py lean "$last" "/tmp/resume/runs/$name/resume.ckpt"
+      python3 research/train_queue.py lean "$last" "/tmp/resume/runs/$name/resume.ckpt"
     else
       cp "$last" "/tmp/resume/runs/$name/resume.ckpt"
     fi

@@ -1,7 +1,7 @@
 """Make the working tree small enough to travel to a lent GPU machine, and put it back after.
 
-    python scripts/gpu_tree.py hide vgg_fer_g1 resnet18_g1   # before the call
-    python scripts/gpu_tree.py restore                       # after it: git status is clean again
+    python research/gpu_tree.py hide vgg_fer_g1 resnet18_g1   # before the call
+    python research/gpu_tree.py restore                       # after it: git status is clean again
 
 The device tool sends the working tree (tracked files, and untracked ones git does not ignore)
 with the carried paths, 64 MiB in all, and `.gpu/` (make gpu-bundle) takes ~60 MB of that, while
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"moved {len(moved)} files into {HIDDEN}/; {size / 2**20:.1f} MiB will travel")
         if size > LIMIT:
             sys.exit(f"still over the device tool's {LIMIT / 2**20:.0f} MiB: carry less")
-        print("after the call: python scripts/gpu_tree.py restore")
+        print("after the call: python research/gpu_tree.py restore")
     else:
         back = restore(ROOT)
         print(f"{len(back)} files back in place")

@@ -1,7 +1,7 @@
 """Slide a model along the two yardsticks' trade-off with one number, chosen on PublicTest.
 
-    python scripts/prior_shift.py emo/weights/vgg_s_people.ckpt --out runs/vgg_s_people_ps.ckpt
-    python scripts/prior_shift.py runs/NAME/NAME.ckpt --out X.ckpt --min-accuracy 0.70 --tta flip
+    python research/prior_shift.py emo/weights/vgg_s_people.ckpt --out runs/vgg_s_people_ps.ckpt
+    python research/prior_shift.py runs/NAME/NAME.ckpt --out X.ckpt --min-accuracy 0.70 --tta flip
 
 FER+'s majority labels use the seven classes in other proportions than FER-2013's labels (on the
 Training faces: neutral 36.5% against 17.3%, fear 2.3% against 14.3%). Adding

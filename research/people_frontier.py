@@ -1,13 +1,13 @@
 """How much agreement with people the finished models reach at >= 70% FER-2013 PublicTest accuracy.
 
-    python scripts/people_frontier.py                          # bundled vgg_s + every 7-class run
-    python scripts/people_frontier.py vgg_s_people_kd2 vgg_fer_kd1 --weights 0.3 0.5 0.7
-    python scripts/people_frontier.py --min-accuracy 0.70 --top 15 --out frontier.json
+    python research/people_frontier.py                          # bundled vgg_s + every 7-class run
+    python research/people_frontier.py vgg_s_people_kd2 vgg_fer_kd1 --weights 0.3 0.5 0.7
+    python research/people_frontier.py --min-accuracy 0.70 --top 15 --out frontier.json
 
 The default model's bar asks for agreement with people at >= 70% FER-2013 accuracy. Training
 moves a model along that trade-off; so do two things that need no training, and this script
 measures how far they go with the models already here: the class-prior shift of
-``scripts/prior_shift.py`` (each class's probability times ``exp(lam * shift)``, renormalised:
+``research/prior_shift.py`` (each class's probability times ``exp(lam * shift)``, renormalised:
 for one TTA view exactly what that script writes into a checkpoint; for flip an approximation, as
 the stored probabilities are already averaged over the views - on the default, lam -0.5 to 1.5,
 it was at most 12 of 3,589 faces off that script's accuracy and 9 off its agreement, mostly 0-6,

@@ -1,13 +1,13 @@
 """The CPU training queue: the runs listed in runs/queue.yaml, one after another, never idle.
 
-    python scripts/train_queue.py start      # in the background (what `make queue` does); log: QUEUE_DIR/queue.log
-    python scripts/train_queue.py status     # each run: done / running (epoch) / resumable / pending
-    python scripts/train_queue.py stop       # stop the runner and its training (the last epoch is kept)
-    python scripts/train_queue.py run        # in the foreground
-    python scripts/train_queue.py finish NAME   # score and pack a run that finished training
-    python scripts/train_queue.py one NAME      # train and finish one run now, even a held one
-                                       # (what scripts/gpu_queue.sh runs, several side by side)
-    python scripts/train_queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
+    python research/train_queue.py start      # in the background (what `make queue` does); log: QUEUE_DIR/queue.log
+    python research/train_queue.py status     # each run: done / running (epoch) / resumable / pending
+    python research/train_queue.py stop       # stop the runner and its training (the last epoch is kept)
+    python research/train_queue.py run        # in the foreground
+    python research/train_queue.py finish NAME   # score and pack a run that finished training
+    python research/train_queue.py one NAME      # train and finish one run now, even a held one
+                                       # (what research/gpu_queue.sh runs, several side by side)
+    python research/train_queue.py save       # commit the running run's last.ckpt (runs/NAME/resume.ckpt),
                                        # so a session on another machine can resume it
 
 A run is skipped when its result is committed (``runs/NAME/result.json`` and ``runs/NAME/NAME.ckpt``),
@@ -137,7 +137,7 @@ def lean_resume(src: Path, dst: Path) -> Path:
     callback restarts its average from the live weights (it spans a few epochs, so a run resumed
     well before its end ends with a full one), and SGD rebuilds its momentum from zero within ~10
     steps, as at a run's first step. A sixth of the size with SGD (vgg_fer: 126 MB to ~21 MB), so
-    a large net's resume point fits what comes back from a lent GPU (scripts/gpu_queue.sh)."""
+    a large net's resume point fits what comes back from a lent GPU (research/gpu_queue.sh)."""
     import torch
 
     def half(t):
@@ -226,7 +226,7 @@ def finish(entry: dict, commit: bool = True) -> dict:
         say(f"{name}: {best} is not on this machine; scoring the last epoch instead")
         best, scored = str(out / "checkpoints" / "last.ckpt"), "last"
     model = load_checkpoint(best)
-    if torch.cuda.is_available():  # on a lent GPU machine (scripts/gpu_queue.sh)
+    if torch.cuda.is_available():  # on a lent GPU machine (research/gpu_queue.sh)
         model = model.cuda()
     pre = model.preprocess
     dm = FER2013DataModule(
@@ -296,7 +296,7 @@ def device_name() -> str:
 
 
 def run_one(entry: dict, commit: bool = True) -> bool:
-    """Train and finish one run, held or not (``one``; scripts/gpu_queue.sh)."""
+    """Train and finish one run, held or not (``one``; research/gpu_queue.sh)."""
     if is_done(entry["name"]):
         say(f"{entry['name']}: already done")
         return True

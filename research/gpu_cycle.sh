@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training cycle on a lent GPU machine, as a single command (run from the repository root):
-#   bash scripts/gpu_cycle.sh NAME EXPERIMENT [hydra overrides...]
-# e.g. bash scripts/gpu_cycle.sh vgg_fer_s1 vgg_fer_fer2013 seed=1 trainer.max_epochs=150
+#   bash research/gpu_cycle.sh NAME EXPERIMENT [hydra overrides...]
+# e.g. bash research/gpu_cycle.sh vgg_fer_s1 vgg_fer_fer2013 seed=1 trainer.max_epochs=150
 #
 # It needs `.gpu/` from `make gpu-bundle` (carried along: FER-2013 train + val as a compact copy,
 # and wheels of the pure-Python packages the GPU image lacks). It trains without testing, packs

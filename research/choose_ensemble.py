@@ -1,8 +1,8 @@
 """Choose a bundled ensemble's members and TTA on PublicTest, from stored probabilities.
 
-    python scripts/choose_ensemble.py                      # the bundled vgg_s + every 7-class run
-    python scripts/choose_ensemble.py vgg_s vgg_s_ba1 runs/x/best.ckpt --max-members 4
-    python scripts/choose_ensemble.py --out runs/ensemble_choice.json
+    python research/choose_ensemble.py                      # the bundled vgg_s + every 7-class run
+    python research/choose_ensemble.py vgg_s vgg_s_ba1 runs/x/best.ckpt --max-members 4
+    python research/choose_ensemble.py --out runs/ensemble_choice.json
 
 A member is a queue run's name (its committed ``runs/NAME/val_probs.pt``: PublicTest
 probabilities with TTA none and flip), a bundled model's name, or a checkpoint path (both scored
