@@ -163,6 +163,7 @@ def test_export_stores_weights_as_the_checkpoint_held_them_and_predicts_the_same
         stored = {numpy_helper.to_array(t).dtype.name for t in onnx.load(str(out)).graph.initializer}
         assert {"fp32": "float32", "fp16": "float16", "int8": "int8"}[how] in stored
         assert out.stat().st_size < 1.2 * ckpt.stat().st_size + 20_000  # the checkpoint's storage
+        assert b'File "' not in out.read_bytes()  # no stack traces (paths of this machine) inside
         rec = EmotionRecognizer.from_checkpoint(out)
         assert rec.tta == "flip" and rec.backend.metadata["labels"] == "fer2013"
         ref = load_checkpoint(ckpt).predict_proba(torch.from_numpy(x)).numpy()

@@ -237,3 +237,11 @@ def test_bundled_checkpoints_reproduce_their_recorded_privatetest_accuracy(name,
         measured["n"] == recorded["privatetest"]["n"] == (3153 if measured["labels"] == "ferplus" else 3589)
     )
     assert measured["accuracy"] == pytest.approx(recorded["privatetest"]["accuracy"], abs=1e-9)
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("path", sorted(weights.WEIGHTS_DIR.glob("*.onnx")), ids=lambda p: p.name)
+def test_bundled_onnx_files_carry_no_trace_of_the_machine_that_exported_them(path):
+    """The exporter notes each node's Python stack (file paths and all) unless told otherwise."""
+    data = path.read_bytes()
+    assert b'File "' not in data and b"site-packages" not in data and b'.py"' not in data
