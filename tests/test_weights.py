@@ -137,10 +137,16 @@ def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(
             (tmp_path / f"{name}.onnx").write_bytes(b"")
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "people" and weights.leaderboard_name() == "board"
-    assert weights.model_path("default").stem == "people"
+    assert weights.model_path("default").stem == "people" and weights.resolve_name("ferplus") == "ferplus"
     index["people"]["realtime"] = False
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "small"
+
+
+@pytest.mark.runtime
+def test_models_by_purpose():
+    assert weights.resolve_name("ferplus") == "vgg_s_ferplus" and weights.info("ferplus")["classes"] == 8
+    assert weights.resolve_name("leaderboard") == "ensemble" and weights.resolve_name("vgg_s") == "vgg_s"
 
 
 @pytest.mark.runtime

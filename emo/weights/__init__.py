@@ -27,8 +27,8 @@ DEFAULT_MIN_ACCURACY = 0.70
 #: An int8 file is the recorded backend only where its PublicTest accuracy is at most this far
 #: (in points) below fp32's, both with the model's recorded TTA.
 INT8_MAX_DROP = 0.3
-#: Names that stand for a bundled model chosen by its recorded metrics.
-ALIASES = ("default", "leaderboard")
+#: Names that stand for a bundled model chosen by its recorded metrics, by purpose.
+ALIASES = ("default", "leaderboard", "ferplus")
 
 
 def available() -> list[str]:
@@ -111,18 +111,32 @@ def leaderboard_name() -> str:
     return _most_accurate(list(records)) if records else names[0]
 
 
+def ferplus_name() -> str:
+    """The model trained on FER+'s labels (eight classes, contempt included: what people voted),
+    the best on FER+ PublicTest accuracy.
+
+    Raises:
+        EmoError: no bundled model learnt FER+'s labels.
+    """
+    records = {n: r for n, r in index().items() if r.get("labels") == "ferplus"}
+    if not records:
+        raise EmoError("no bundled model was trained on FER+'s labels: use default or leaderboard")
+    return _most_accurate(list(records))
+
+
 def _most_accurate(names: list[str]) -> str:
     records = index()
     return max(names, key=lambda n: records[n]["publictest"]["accuracy"])
 
 
 def resolve_name(name: str) -> str:
-    """A bundled name, with ``default`` and ``leaderboard`` resolved."""
-    return {"default": default_name, "leaderboard": leaderboard_name}.get(name, lambda: name)()
+    """A bundled name, with the aliases (``default``, ``leaderboard``, ``ferplus``) resolved."""
+    aliases = {"default": default_name, "leaderboard": leaderboard_name, "ferplus": ferplus_name}
+    return aliases.get(name, lambda: name)()
 
 
 def model_path(name: str, backend: str = "onnx") -> Path:
-    """The ONNX file of bundled model ``name`` (or an alias: ``default``, ``leaderboard``):
+    """The ONNX file of bundled model ``name`` (or an alias: ``default``, ``leaderboard``, ``ferplus``):
     ``NAME.onnx``, or for ``backend="onnx-int8"`` ``NAME-int8.onnx``.
 
     Raises:
