@@ -24,21 +24,11 @@ from emo.errors import EmoError, exit_on_emo_error
 #: The function takes the arguments (argparse doors) or reads them from sys.argv (Hydra doors).
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "predict": ("emo.inference.predict", "main", "emotions in photos, folders and videos (--report)", ""),
-    "realtime": (
-        "emo.inference.realtime",
-        "main",
-        "a webcam or video, annotated live (window or --headless)",
-        "",
-    ),
+    "realtime": ("emo.inference.realtime", "main", "a webcam or a video, annotated live (or --headless)", ""),
     "demo": ("emo.inference.demo", "main", "the default model on the bundled sample photos and video", ""),
     "serve": ("emo.inference.serve", "cli", "the HTTP API and the live webcam page", "serve"),
     "train": ("emo.train", "cli", "train a model (Hydra overrides: model=cnn3 data.augment=strong)", "train"),
-    "evaluate": (
-        "emo.evaluate",
-        "cli",
-        "score a checkpoint on PublicTest or PrivateTest (Hydra overrides)",
-        "train",
-    ),
+    "evaluate": ("emo.evaluate", "cli", "score a checkpoint on PublicTest or PrivateTest", "train"),
     "export": ("emo.export", "main", "checkpoints to ONNX, the runtime's format (--int8, ensembles)", "onnx"),
     "summarize": ("emo.report.summarize", "main", "mean +- std over a multirun's seeds", "train"),
 }
