@@ -409,3 +409,44 @@ def test_the_bundled_int8_model_agrees_with_fp32(rec):
         EmotionRecognizer.from_pretrained("vgg_fer", backend="onnx-int8")
     with pytest.raises(EmoError, match="bundled models are ONNX files: use backend auto"):
         EmotionRecognizer.from_pretrained("vgg_s", backend="torch")
+
+
+# ------------------------------------------------------------------ one bad file, one line
+def test_empty_unreadable_and_extreme_images_are_one_line_errors_or_no_faces(rec, tmp_path):
+    empty = tmp_path / "zero.png"
+    empty.write_bytes(b"")
+    with pytest.raises(EmoError, match="cannot read .*zero.png: the file is empty"):
+        rec.predict(empty)
+    for shape in [(2, 4000), (1, 20000), (4000, 2), (1, 1)]:  # OpenCV's resize failed on these
+        assert rec.predict(np.full(shape, 128, np.uint8)) == []
+
+
+def test_one_bad_file_never_stops_a_batch_and_writes_are_checked(tmp_path, capsys, monkeypatch):
+    from emo.inference import predict
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(sample_path("astronaut").read_bytes())
+    (photos / "b.png").write_bytes(b"")  # zero bytes
+    own = sample_path("camera").read_bytes()
+    (photos / "a_annotated.png").write_bytes(own)  # the user's own file of that name
+    code = predict.main([str(photos), "--save-dir", str(photos), "--json"])
+    out = capsys.readouterr()
+    assert code == 1  # something failed ...
+    assert {Path(r["file"]).name for r in json.loads(out.out)} == {
+        "a.png",
+        "a_annotated.png",
+    }  # ... not the rest
+    assert "error: cannot read" in out.err and "b.png: the file is empty" in out.err
+    assert (photos / "a_annotated.png").read_bytes() == own  # never written over
+    assert (photos / "a-1_annotated.png").is_file() and "wrote 2 annotated file(s)" in out.err
+    # A write that fails is an error, not "wrote": the batch goes on.
+    monkeypatch.setattr(predict.cv2, "imwrite", lambda *args: False)
+    assert predict.main([str(photos / "a.png"), "--save-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "could not write" in err and "wrote" not in err.replace("could not write", "")
+    # A folder that cannot be one fails before any work, in one line.
+    with pytest.raises(SystemExit):
+        predict.main([str(photos / "a.png"), "--save-dir", str(photos / "a.png")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: --save-dir {photos / 'a.png'} is a file: give a folder for the annotated copies"

@@ -82,6 +82,17 @@ def _opencv_warnings_off() -> Iterator[None]:
         log.setLogLevel(level)
 
 
+def shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (<= 1) for the search, each side at least one pixel: OpenCV's
+    own rounding left a 2x4000 image shrunk to 320 px with no rows at all, and failed."""
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+
+
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade on a downscaled grey image (``detector="haar"``).
 
@@ -137,9 +148,7 @@ class HaarDetector:
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         max_side, min_face = max_side or self.max_side, min_face or self.min_face
         scale = min(1.0, max_side / max(grey.shape)) if max_side else 1.0
-        small = grey
-        if scale < 1.0:
-            small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = shrink(grey, scale)
         min_size = max(1, round(min_face * scale))
         max_size = round(max_face * scale) if max_face else 0
         found = self.cascade.detectMultiScale(
@@ -232,9 +241,7 @@ class YuNetDetector:
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         max_side, min_face = max_side or self.max_side, min_face or self.min_face
         scale = min(1.0, max_side / max(bgr.shape[:2])) if max_side else 1.0
-        small = bgr
-        if scale < 1.0:
-            small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = shrink(bgr, scale)
         size = (small.shape[1], small.shape[0])
         if size != self.size:
             self.net.setInputSize(size)

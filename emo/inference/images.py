@@ -23,8 +23,17 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise EmoError(f"image {path} not found: check the path")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:  # permission denied, a file that vanished, a name too long
+        raise EmoError(f"cannot read {path}: {err.strerror or err}") from None
+    if not data.size:
+        raise EmoError(f"cannot read {path}: the file is empty")
     # imdecode, not imread: imread cannot open non-ASCII paths on Windows.
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise EmoError(f"cannot read {path}: not an image, or a corrupt one (use PNG, JPEG, BMP or WebP)")
     return image

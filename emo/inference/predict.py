@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,22 @@ class Predictor:
         self.errors: list[str] = []
         self.saved: list[Path] = []
         self._names: set[str] = set()
+        if self.save_dir:  # before any work: a bad folder is found now, not after the last file
+            if self.save_dir.exists() and not self.save_dir.is_dir():
+                raise EmoError(
+                    f"--save-dir {self.save_dir} is a file: give a folder for the annotated copies"
+                )
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise EmoError(
+                    f"--save-dir {self.save_dir}: cannot create that folder ({err.strerror or err}): "
+                    "choose a folder you can write to"
+                ) from None
+            if not self.save_dir.is_dir() or not os.access(self.save_dir, os.W_OK):
+                raise EmoError(
+                    f"--save-dir {self.save_dir} is not a writable folder: choose one you can write to"
+                )
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -120,8 +137,14 @@ class Predictor:
                 self.rows += rows_of(f, None, faces)
                 if self.save_dir:
                     out = self.out_path(f, "_annotated.png")
-                    cv2.imwrite(str(out), annotate(image, faces))
-                    self.saved.append(out)
+                    try:
+                        written = cv2.imwrite(str(out), annotate(image, faces))
+                    except cv2.error:
+                        written = False
+                    if written:
+                        self.saved.append(out)
+                    else:
+                        self.error(f"could not write {out}: check that {self.save_dir} is a writable folder")
 
     def video(self, file: Path) -> None:
         try:
@@ -175,6 +198,9 @@ class Predictor:
 
     def run(self, paths: list[str]) -> None:
         files = list(expand(paths))
+        if self.save_dir:  # an input that lives in the output folder is never written over
+            out = self.save_dir.resolve()
+            self._names |= {f.name for f in files if f.resolve().parent == out}
         videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
         self.images([f for f in files if f not in videos])
         for v in videos:
