@@ -40,6 +40,11 @@ def quantize_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     return out, scales
 
 
+def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 weights ``q`` (C_out, ...) and their per-channel scales (C_out,) as float32."""
+    return q.float() * scale.float().view(-1, *([1] * (q.ndim - 1)))
+
+
 def dequantize_checkpoint(checkpoint: dict) -> dict:
     """Turn ``checkpoint``'s int8 weights back into float32, in place (and return it).
 
@@ -50,6 +55,5 @@ def dequantize_checkpoint(checkpoint: dict) -> dict:
         return checkpoint
     state = checkpoint["state_dict"]
     for key, scale in scales.items():
-        q = state[key]
-        state[key] = q.float() * scale.float().view(-1, *([1] * (q.ndim - 1)))
+        state[key] = dequantize(state[key], scale)
     return checkpoint

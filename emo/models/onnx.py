@@ -34,7 +34,7 @@ from emo.data.transforms import preprocess_faces
 from emo.errors import EmoError
 from emo.models.checkpoint import FORMAT_KEY, read_checkpoint
 from emo.models.ensemble import Ensemble
-from emo.models.int8 import SCALES_KEY
+from emo.models.int8 import SCALES_KEY, dequantize
 from emo.models.module import EmoModule
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,18 @@ def _nets(module: EmoModule | Ensemble) -> list[nn.Module]:
     return [module.net]
 
 
-def int8_weights_of(ckpt: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+def int8_weights_of(ckpt: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The int8 weights a packed checkpoint (or each member of an ensemble file) stores, as
-    ``(q, scales)`` pairs: what ``compact`` stores instead of their float32 products."""
+    ``(q, scales, w)``: the int8 values, their per-channel scales shaped to broadcast, and the
+    float32 weights they load as (``emo.models.int8.dequantize``, what PyTorch and the export
+    use), which ``compact`` recognises and stores as ``q`` and ``scales`` instead."""
     raw = read_checkpoint(ckpt, dequantize=False)
     out = []
     for packed in raw["members"] if FORMAT_KEY in raw else [raw]:
         for key, scale in (packed.get(SCALES_KEY) or {}).items():
-            out.append((packed["state_dict"][key].numpy(), scale.float().numpy()))
+            q = packed["state_dict"][key]
+            shaped = scale.float().view(-1, *([1] * (q.ndim - 1)))
+            out.append((q.numpy(), shaped.numpy(), dequantize(q, scale).numpy()))
     return out
 
 
@@ -78,48 +82,40 @@ def _fingerprint(a: np.ndarray) -> tuple:
     return a.shape, hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
-def compact(proto, int8_weights: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> dict[str, int]:
+def compact(proto, int8_weights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = ()) -> None:
     """Store ``proto``'s float32 weights as the checkpoint did, in place, values unchanged: as
-    int8 with per-channel scales where one of ``int8_weights`` dequantizes to exactly the
-    initializer, as fp16 where the initializer is exactly an fp16 tensor; each behind the nodes
-    that rebuild it. Returns how many initializers went each way."""
+    int8 with per-channel scales where one of ``int8_weights`` (``int8_weights_of``) is exactly
+    the initializer, as fp16 where the initializer is exactly an fp16 tensor; each behind the
+    nodes that rebuild it."""
     from onnx import TensorProto, helper, numpy_helper
 
-    dequantized = {}
-    for q, scale in int8_weights:
-        w = q.astype(np.float32) * scale.reshape(-1, *([1] * (q.ndim - 1)))  # as dequantize_checkpoint
-        dequantized[_fingerprint(w)] = (q, scale.reshape(-1, *([1] * (q.ndim - 1))).astype(np.float32))
-    kept, nodes, counts = [], [], {"int8": 0, "fp16": 0, "fp32": 0}
+    stored = {_fingerprint(w): (q, scale) for q, scale, w in int8_weights}
+    kept, nodes = [], []
     for init in proto.graph.initializer:
         a = numpy_helper.to_array(init)
         if a.dtype != np.float32 or a.size < MIN_COMPACT_SIZE:
             kept.append(init)
             continue
-        name = init.name
-        if _fingerprint(a) in dequantized:
-            q, scale = dequantized[_fingerprint(a)]
+        name, int8 = init.name, stored.get(_fingerprint(a))
+        if int8 is not None:
             kept += [
-                numpy_helper.from_array(q, f"{name}.int8"),
-                numpy_helper.from_array(scale, f"{name}.scale"),
+                numpy_helper.from_array(int8[0], f"{name}.int8"),
+                numpy_helper.from_array(int8[1], f"{name}.scale"),
             ]
             nodes += [
                 helper.make_node("Cast", [f"{name}.int8"], [f"{name}.float"], to=TensorProto.FLOAT),
                 helper.make_node("Mul", [f"{name}.float", f"{name}.scale"], [name]),
             ]
-            counts["int8"] += 1
         elif np.array_equal(a.astype(np.float16).astype(np.float32), a):
             kept.append(numpy_helper.from_array(a.astype(np.float16), f"{name}.fp16"))
             nodes.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT))
-            counts["fp16"] += 1
         else:
             kept.append(init)
-            counts["fp32"] += 1
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(kept)
     graph_nodes = list(proto.graph.node)
     del proto.graph.node[:]
     proto.graph.node.extend(nodes + graph_nodes)  # the weights first: a graph is in topological order
-    return counts
 
 
 def _fold(proto):
@@ -147,7 +143,7 @@ def export_onnx(
     module: EmoModule | Ensemble,
     path: str | Path | None = None,
     metadata: Mapping[str, str] | None = None,
-    int8_weights: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    int8_weights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
     compact_weights: bool = True,
 ) -> bytes:
     """The ONNX model of a checkpoint's network (an ensemble's: one graph, mean probabilities),
