@@ -58,9 +58,9 @@ def main() -> None:
     val = np.flatnonzero(np.asarray(data.split) == VAL)
     faces, labels = data.images[val], np.asarray(data.labels)[val]
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(module, Path(tmp) / "fp32.onnx")
+        export_onnx(module, Path(tmp) / "fp32.onnx")
         int8 = Path(tmp) / "int8.onnx"
-        int8.write_bytes(quantize_int8(fp32, calibration_faces(module, args.data_dir, args.calibration)))
+        int8.write_bytes(quantize_int8(module, calibration_faces(module, args.data_dir, args.calibration)))
         recs = {  # all without TTA: runtimes compared on the same work (a bundled ckpt records flip)
             "torch fp32": EmotionRecognizer.from_checkpoint(ckpt, backend="torch", tta="none"),
             "onnxruntime fp32": EmotionRecognizer.from_checkpoint(

@@ -74,12 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         tta = args.tta or "none"
     if out.is_dir():
         raise EmoError(f"--out {out} is a folder: give a file name, e.g. {out / 'model.onnx'}")
-    int8_weights = [w for c in ckpts for w in int8_weights_of(c)]
-    model = export_onnx(
-        module, metadata={"emo_tta": tta}, int8_weights=int8_weights, compact_weights=not args.int8
-    )
     if args.int8:
-        model = quantize_int8(model, calibration_faces(module, args.data_dir))
+        model = quantize_int8(module, calibration_faces(module, args.data_dir), metadata={"emo_tta": tta})
+    else:
+        int8_weights = [w for c in ckpts for w in int8_weights_of(c)]
+        model = export_onnx(module, metadata={"emo_tta": tta}, int8_weights=int8_weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(model)
     diff = parity(module, out)

@@ -114,10 +114,10 @@ def test_quantize_int8_stores_7_bit_weights_and_follows_fp32():
 
     torch.manual_seed(0)
     module = EmoModule(arch="vgg_t", net_kwargs={"widths": (8, 8, 16, 16), "depth": (1, 1, 1, 1)}).eval()
-    fp32 = onnx_export.export_onnx(module, compact_weights=False)
+    fp32 = onnx_export.export_onnx(module)
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((64, 1, 48, 48)).astype(np.float32)
-    int8 = onnx_export.quantize_int8(fp32, calibration)
+    int8 = onnx_export.quantize_int8(module, calibration)
     proto = onnx.load_from_string(int8)
     ops = {n.op_type for n in proto.graph.node}
     assert "QLinearConv" in ops and "Conv" not in ops

@@ -28,15 +28,20 @@ def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpo
     import zipfile
 
     src = tmp_path / "src"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, tracked.decode().split("\0")):
+    listed = [
+        "git",
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ]  # what a commit would hold
+    for name in filter(
+        None, subprocess.run(listed, cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    ):
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes((ROOT / name).read_bytes())
-    for name in (ROOT / "emo").rglob("*"):  # new files not committed yet count too
-        if name.is_file() and "__pycache__" not in name.parts and not (src / name.relative_to(ROOT)).exists():
-            (src / name.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
-            (src / name.relative_to(ROOT)).write_bytes(name.read_bytes())
     done = subprocess.run(
         [
             sys.executable,

@@ -119,8 +119,7 @@ class Predictor:
         while name in self._names:
             name, i = f"{src.stem}-{i}{suffix}", i + 1
         self._names.add(name)
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        return self.save_dir / name
+        return self.save_dir / name  # the folder was made, and checked, in __init__
 
     def images(self, files: list[Path]) -> None:
         for start in range(0, len(files), BATCH):

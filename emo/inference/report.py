@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emo.errors import EmoError
-from emo.inference.draw import colour
+from emo.inference.draw import FONT, colour
 from emo.inference.video import csv_columns, csv_rows
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ LEFT, RIGHT, BOTTOM = 82, 28, 12
 SHIFT = 3
 PAD = 6  # inside the axes, so that lines at 0, 1 and the ends of the time range clear the frame
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
 INK, GREY, GRID = (30, 30, 30), (90, 90, 90), (226, 226, 226)
 TITLE_SCALE, LABEL_SCALE, TICK_SCALE = 0.7, 0.5, 0.42
 

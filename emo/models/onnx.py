@@ -200,10 +200,18 @@ def export_onnx(
     return data
 
 
-def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> bytes:
-    """Static int8 quantisation of an exported model (onnxruntime's QOperator format, per-channel
-    int8 weights, uint8 activations), its activation ranges calibrated on ``calibration``:
-    normalised faces (N, 1, S, S) from the training split, never the test one.
+def quantize_int8(
+    module: EmoModule | Ensemble,
+    calibration: np.ndarray,
+    metadata: Mapping[str, str] | None = None,
+    batch: int = 32,
+) -> bytes:
+    """``module`` as a static int8 ONNX model (onnxruntime's QOperator format, per-channel int8
+    weights, uint8 activations; the softmax and the classifier in float, ``_float_head``), its
+    activation ranges calibrated on ``calibration``: normalised faces (N, 1, S, S) from the
+    training split, never the test one. It quantises the exporter's own optimised float32 graph
+    (``export_onnx(compact_weights=False)``): onnxruntime's shape inference cannot read the
+    compact one.
 
     Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI (AVX2, and AVX-512
     before VNNI) multiply uint8 by int8 with 16-bit saturating adds (VPMADDUBSW), which full-range
@@ -228,6 +236,7 @@ def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> byt
         def get_next(self):
             return next(self.batches, None)
 
+    model = export_onnx(module, metadata=metadata, compact_weights=False)
     meta = {p.key: p.value for p in onnx.load_from_string(model).metadata_props}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
