@@ -16,9 +16,9 @@ CKPT ?= emo/weights/vgg_s.ckpt
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  (our own training set-up's queue and GPU targets: make help-research; research/README.md)"
+	@echo "  (the research tools' targets: make help-research; research/README.md)"
 
-help-research: ## the training queue and lent-GPU targets (research/: our own set-up, not the product)
+help-research: # the research tools' targets (research/README.md: not part of the product)
 	@awk 'BEGIN {FS = ":.*#research: "} /^[a-zA-Z_-]+:.*#research: / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP):
@@ -44,11 +44,23 @@ $(RT_STAMP):
 	$(RT_VENV)/bin/pip install -q . pytest
 	@touch $@
 
-test-runtime: $(RT_STAMP) ## the tests marked runtime against `pip install .` alone (numpy, OpenCV, onnxruntime; no torch), in RT_VENV
-	$(RT_VENV)/bin/pip install -q --no-deps --force-reinstall .
+dist: $(STAMP) ## build the wheel and the sdist into dist/ (python -m build); fails on any setuptools warning
+	@rm -rf dist && mkdir -p dist
+	@$(PY) -m build --outdir dist . > dist/build.log 2>&1 || { tail -30 dist/build.log; exit 1; }
+	@# byte-compiling is skipped where PYTHONDONTWRITEBYTECODE is set: a note about this machine, not the package.
+	@if grep -i "warning" dist/build.log | grep -v "byte-compiling is disabled"; then echo "python -m build warned (dist/build.log)"; exit 1; fi
+	@ls -l dist/*.whl dist/*.tar.gz
+
+test-runtime: $(RT_STAMP) dist ## the tests marked runtime against the built wheel alone (numpy, OpenCV, onnxruntime; no torch) in RT_VENV, then the sdist in a fresh venv
+	$(RT_VENV)/bin/pip install -q --no-deps --force-reinstall dist/emo-*.whl
 	@$(RT_VENV)/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'lightning', 'hydra', 'matplotlib', 'scipy') if u.find_spec(m)]; sys.exit(f'the runtime install pulled in {heavy}' if heavy else 0)"
 	@# importlib mode, no pythonpath: the tests import the installed emo, not this checkout's.
 	$(RT_VENV)/bin/pytest -q -p no:cacheprovider --import-mode=importlib -o pythonpath= -m runtime $$(grep -l "pytest.mark.runtime" tests/test_*.py)
+	@# The sdist, built and installed from scratch as pip does for users without a wheel.
+	@rm -rf dist/venv-sdist && python3 -m venv dist/venv-sdist
+	dist/venv-sdist/bin/pip install -q dist/emo-*.tar.gz pytest
+	dist/venv-sdist/bin/pytest -q -p no:cacheprovider --import-mode=importlib -o pythonpath= -m runtime tests/test_runtime.py
+	@rm -rf dist/venv-sdist
 
 test-slow: $(STAMP) ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
 	$(PY) -m pytest -q -m slow
@@ -76,7 +88,7 @@ queue-status: $(STAMP) #research: each queued run: done (PublicTest), epoch save
 queue-stop: $(STAMP) #research: stop the queue (the last finished epoch is kept for resuming)
 	$(PY) research/train_queue.py stop
 
-queue-save: $(STAMP) #research: commit unfinished runs' last.ckpt so another machine can resume them
+queue-save: $(STAMP) #research: copy unfinished runs' last.ckpt to runs/NAME/resume.ckpt (outside git) for another machine
 	$(PY) research/train_queue.py save
 
 evaluate: $(STAMP) ## evaluate CKPT (default: bundled vgg_s) on PrivateTest with flip TTA
@@ -97,13 +109,26 @@ format: $(STAMP) ## format and lint-fix the code with ruff
 	$(VENV)/bin/ruff format emo tests benchmarks scripts research notebooks
 	$(VENV)/bin/ruff check --fix emo tests benchmarks scripts research notebooks
 
+docs: $(STAMP) ## build the documentation site into site/ (mkdocs build --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "site/index.html"
+
+docs-serve: $(STAMP) ## the documentation site, live-reloading, on http://127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
+docs-images: $(STAMP) ## the documentation's pictures in docs/images/ (Xvfb, chromium; confusion.png needs FER-2013: DATA=dir or EMO_DATA_DIR)
+	$(PY) scripts/docs_images.py $(if $(DATA),--data-dir $(DATA))
+
+docs-tables: $(STAMP) ## rewrite the models tables of README.md and MODEL_CARD.md from emo/weights/index.json
+	$(PY) scripts/doc_tables.py
+
 lint: $(STAMP) ## check formatting, lint and the import layers without changing files
 	$(VENV)/bin/ruff format --check emo tests benchmarks scripts research notebooks
 	$(VENV)/bin/ruff check emo tests benchmarks scripts research notebooks
 	$(VENV)/bin/lint-imports
 
 clean: ## delete caches (not outputs/ or the venv)
-	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf .pytest_cache .ruff_cache build dist site *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help help-research demo serve install test test-runtime test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help help-research demo serve install test test-runtime dist docs docs-serve docs-images docs-tables test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

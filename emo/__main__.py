@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv = [f"emo {name}", *rest]
         result = getattr(module, function)()
     else:
+        sys.argv = [f"emo {name}", *rest]  # what --help and errors call the program
         result = getattr(module, function)(rest)
     return result if isinstance(result, int) else 0  # some doors return what they wrote
 

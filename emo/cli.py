@@ -71,8 +71,14 @@ def resolve_precision(precision: Any) -> Any:
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The options of a config group (``_``-prefixed files are shared parts, not options)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+    """The options of a config group, those in its subfolders as ``sub/name`` (``experiment=release/cnn3``);
+    ``_``-prefixed files are shared parts, not options."""
+    root = conf_dir / group
+    return sorted(
+        p.relative_to(root).with_suffix("").as_posix()
+        for p in root.rglob("*.yaml")
+        if not p.stem.startswith("_")
+    )
 
 
 #: ``key=NAME`` overrides that choose a config group's option by another name.

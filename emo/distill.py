@@ -1,6 +1,6 @@
 """Soft targets for teacher-free distillation: a teacher ensemble's probabilities, stored once.
 
-    python -m emo.distill A.ckpt B.ckpt C.ckpt --out runs/targets/ens_abc.pt [--tta flip]
+    python -m emo.distill A.ckpt B.ckpt C.ckpt --out targets/ens_abc.pt [--tta flip]
     python -m emo.distill runs/a/train_probs.pt runs/b/train_probs.pt --out ens_ab.pt
 
 Each member is a checkpoint (its probabilities on every Training face are computed, with the

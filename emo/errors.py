@@ -34,3 +34,9 @@ def exit_on_emo_error(fn: Callable[..., T]) -> Callable[..., T]:
             sys.exit(1)
 
     return wrapper
+
+
+def prog(default: str) -> str:
+    """The program name for a door's ``--help``: ``emo SUBCOMMAND`` when ``emo`` ran it (it sets
+    ``sys.argv[0]``), else ``default`` (its console script or ``python -m`` module)."""
+    return sys.argv[0] if sys.argv and sys.argv[0].startswith("emo ") else default

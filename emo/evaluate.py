@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emo.cli import instantiate, run_hydra_cli
 from emo.data.fer2013 import FER2013_CLASSES
@@ -81,6 +81,11 @@ def split_probs(model, datamodule, split: str, tta: str = "none", batch_size: in
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise EmoError(
+            "give the checkpoint to score: emo evaluate ckpt_path=RUN/checkpoints/best-....ckpt "
+            "(a training run's), or ckpt_path=emo/weights/vgg_s.ckpt (a bundled model's, in a source checkout)"
+        )
     if cfg.split not in SPLITS:
         raise EmoError(f"split={cfg.split!r} is not valid: use test (PrivateTest) or val (PublicTest)")
     check_tta(cfg.tta)

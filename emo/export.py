@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from emo import weights
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import resolve_checkpoint
 from emo.inference.preprocess import TTA_MODES
 from emo.models.module import load_checkpoint, load_ensemble
@@ -31,7 +31,7 @@ FORMATS = ("onnx",)
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="emo-export", description="Export emo checkpoints to ONNX.")
+    parser = argparse.ArgumentParser(prog=prog("emo-export"), description="Export emo checkpoints to ONNX.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="output format (default: onnx)")
     parser.add_argument(
         "--ckpt",

@@ -442,7 +442,8 @@ def status() -> None:
 
 
 def save() -> None:
-    """Commit each unfinished run's last.ckpt so another machine can resume it."""
+    """Copy each unfinished run's last.ckpt to runs/NAME/resume.ckpt (git-ignored: carry it to another
+    machine to resume there) and commit its time so far."""
     for e in load_queue():
         last = run_dir(e["name"]) / "checkpoints" / "last.ckpt"
         if is_done(e["name"]) or not last.is_file():

@@ -3,7 +3,7 @@
     python research/yardsticks.py                       # bundled vgg_s, vgg_s_people + every 7-class run
     python research/yardsticks.py vgg_s_people vgg_s_people_b05 --tta none
     python research/yardsticks.py --bar-accuracy 0.70 --bar-agreement 0.80
-    python research/yardsticks.py --plot docs/yardsticks.png   # the table, and the same as a picture
+    python research/yardsticks.py --plot docs/images/yardsticks.png   # the table, and the same as a picture
 
 FER-2013's label and the FER+ majority agree on about 63% of faces ("same"); there one answer
 scores on both yardsticks. On the rest ("diff") an answer can score on one at most. The table

@@ -188,7 +188,7 @@ def test_the_package_ships_vgg_s_soft_targets_for_fer2013_by_name(tmp_path):
     data = read_soft_targets(shipped)
     assert list(data["class_names"]) == list(FER2013_CLASSES) and data["probs"].shape == (28_709, 7)
     assert resolve_soft_targets(tmp_path / "t.pt") == tmp_path / "t.pt"  # a path stays a path
-    with pytest.raises(EmoError, match="no soft targets named 'vgg_x'.*ships vgg_s"):
+    with pytest.raises(EmoError, match="no soft targets named 'vgg_x'.*ships ens, ens2, vgg_s"):
         resolve_soft_targets("vgg_x")
 
 

@@ -39,7 +39,10 @@ def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpo
     for name in filter(
         None, subprocess.run(listed, cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
     ):
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_symlink():  # emo/conf -> ../conf
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).symlink_to((ROOT / name).readlink())
+        elif (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes((ROOT / name).read_bytes())
     done = subprocess.run(
@@ -69,3 +72,27 @@ def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpo
     assert {"emo/inference/static/index.html", "emo/samples/astronaut.png"} <= names
     assert any(n.startswith("emo/weights/detectors/") and n.endswith(".onnx") for n in names)
     assert not [n for n in names if n.endswith(".ckpt")]  # the runtime never opens a checkpoint
+
+
+@pytest.mark.slow
+def test_an_editable_install_prints_no_warning(tmp_path):
+    """`pip install -e .` (make install, make demo) on the flat layout: a plain .pth file, no
+    setuptools box (a package-dir mapping made it use an import finder, with a warning)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    prefix = tmp_path / "prefix"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+        + ["--prefix", str(prefix), "-e", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+    assert "Warning" not in out and "!!" not in out, out[-2000:]
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    (pth,) = site.glob("__editable__*.pth")
+    assert pth.read_text().strip() == str(ROOT)  # the checkout on sys.path, nothing else

@@ -115,7 +115,7 @@ def test_emo_predict_runs_without_the_training_stack(tmp_path):
 
 
 def test_one_line_errors_in_the_runtime(tmp_path):
-    with pytest.raises(EmoError, match="no bundled model named 'nope': choose one of .*default, leaderboard"):
+    with pytest.raises(EmoError, match="no bundled model named 'nope': choose one of .*default, fast, leaderboard"):
         EmotionRecognizer.from_pretrained("nope")
     with pytest.raises(EmoError, match=f"model {tmp_path / 'x.onnx'} not found"):
         EmotionRecognizer.load(tmp_path / "x.onnx")
@@ -229,4 +229,4 @@ def test_emo_train_without_the_training_stack_names_the_extra():
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: emo train needs ") and line.endswith("pip install 'emo[train]'")
     done = run_without_training_stack("from emo.__main__ import main; main()", "predict", "--help")
-    assert done.returncode == 0 and "usage: emo-predict" in done.stdout  # the runtime's doors work
+    assert done.returncode == 0 and "usage: emo predict" in done.stdout  # the runtime's doors work

@@ -120,16 +120,17 @@ def test_without_models_or_an_index(tmp_path, monkeypatch):
 def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
 
-    def rec(acc, agree, realtime=True, classes=7, labels="fer2013"):
+    def rec(acc, agree, realtime=True, classes=7, labels="fer2013", macs=100):
         pt = {"accuracy": acc, "agreement": agree}
-        return {"classes": classes, "labels": labels, "realtime": realtime, "publictest": pt}
+        return {"classes": classes, "labels": labels, "realtime": realtime, "publictest": pt, "macs": macs}
 
     index = {
         "board": rec(0.73, 0.66, realtime=False),  # most accurate, too slow for the default
         "people": rec(0.71, 0.78),  # agrees best among those at >= 70%
         "votes": rec(0.66, 0.84),  # agrees most, but below 70% on FER-2013 labels
-        "small": rec(0.70, 0.70),
-        "ferplus": rec(0.80, 0.90, classes=8, labels="ferplus"),  # another vocabulary
+        "small": rec(0.70, 0.70, macs=20),  # the cheapest real-time model: fast
+        "tiny": rec(0.40, 0.40, realtime=False, macs=1),  # cheaper still, but not marked real time
+        "ferplus": rec(0.80, 0.90, classes=8, labels="ferplus", macs=5),  # another vocabulary
         "gone": rec(0.99, 0.99),  # recorded but not installed
     }
     for name in index:
@@ -138,6 +139,7 @@ def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "people" and weights.leaderboard_name() == "board"
     assert weights.model_path("default").stem == "people" and weights.resolve_name("ferplus") == "ferplus"
+    assert weights.fast_name() == "small" and weights.model_path("fast").stem == "small"
     index["people"]["realtime"] = False
     (tmp_path / weights.INDEX_NAME).write_text(json.dumps(index))
     assert weights.default_name() == "small"
@@ -147,11 +149,18 @@ def test_default_agrees_with_people_best_among_fast_models_that_keep_70_percent(
 def test_models_by_purpose():
     assert weights.resolve_name("ferplus") == "vgg_s_ferplus" and weights.info("ferplus")["classes"] == 8
     assert weights.resolve_name("leaderboard") == "ensemble" and weights.resolve_name("vgg_s") == "vgg_s"
+    fast = weights.info("fast")
+    assert fast["realtime"] and fast["classes"] == 7
+    assert fast["macs"] == min(
+        r["macs"] for r in weights.index().values() if r["realtime"] and r["classes"] == 7
+    )
 
 
 @pytest.mark.runtime
 def test_unknown_bundled_name_lists_the_available_ones():
-    with pytest.raises(EmoError, match="no bundled model named 'nope': choose one of .*default, leaderboard"):
+    with pytest.raises(
+        EmoError, match="no bundled model named 'nope': choose one of .*default, fast, leaderboard"
+    ):
         weights.model_path("nope")
 
 

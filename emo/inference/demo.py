@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emo.errors import exit_on_emo_error
+from emo.errors import exit_on_emo_error, prog
 from emo.inference.detect import DETECTORS
 from emo.inference.predict import Predictor, print_table
 from emo.inference.realtime import load_model, run
@@ -21,7 +21,7 @@ from emo.samples import sample_images, sample_video
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog="python -m emo.inference.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog("python -m emo.inference.demo"), description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     parser.add_argument(
         "--detector", default="yunet", choices=list(DETECTORS), help="face detector (default: yunet)"

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS
 from emo.inference.draw import annotate
@@ -238,10 +238,15 @@ def write_csv(rows: list[dict[str, Any]], class_names: list[str]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="emo-predict", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog("emo-predict"), description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders of images, video files")
     p.add_argument(
-        "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
+        "--model",
+        "--ckpt",
+        dest="ckpt",
+        metavar="MODEL",
+        help="a bundled name (vgg_s_people, ...) or purpose (default, fast, leaderboard, ferplus), an "
+        ".onnx/.ckpt file or a training run directory (default: default)",
     )
     p.add_argument(
         "--backend",

@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.draw import annotate
 from emo.inference.preprocess import TTA_MODES
@@ -184,10 +184,15 @@ def run(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m emo.realtime", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog("python -m emo.realtime"), description=__doc__.split("\n")[0])
     p.add_argument("--source", default="0", help="webcam index, video file or stream URL (default: 0)")
     p.add_argument(
-        "--ckpt", help="bundled name, .ckpt/.onnx file or training run directory (default: best bundled)"
+        "--model",
+        "--ckpt",
+        dest="ckpt",
+        metavar="MODEL",
+        help="a bundled name (vgg_s_people, ...) or purpose (default, fast, leaderboard, ferplus), an "
+        ".onnx/.ckpt file or a training run directory (default: default)",
     )
     p.add_argument(
         "--backend",

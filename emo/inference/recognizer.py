@@ -111,7 +111,8 @@ class EmotionRecognizer:
     ) -> EmotionRecognizer:
         """A bundled model by name; ``None`` or ``"default"``: the model that agrees with people
         best among the real-time ones that keep 70% FER-2013 accuracy (``emo.weights.default_name``);
-        ``"leaderboard"``: the best on FER-2013's own labels (the ensemble: several networks in one
+        ``"fast"``: the real-time model with the fewest multiply-adds a face (for many faces or a
+        slow device; less accurate than the default); ``"leaderboard"``: the best on FER-2013's own labels (the ensemble: several networks in one
         graph, their probabilities averaged, at the cost of running each on every face; FER-2013's
         labels are one yardstick: on photos no one here trained on, the default labels more faces
         the way people do); ``"ferplus"``: the model trained on FER+'s eight classes (people's

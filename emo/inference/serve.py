@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from emo import __version__
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS, make_detector
 from emo.inference.preprocess import TTA_MODES
@@ -292,7 +292,7 @@ def load_recognizer(model: str | None = None, backend: str = "auto", detector: s
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="emo-serve", description="emo over HTTP: a webcam page, a JSON API and a live WebSocket."
+        prog=prog("emo-serve"), description="emo over HTTP: a webcam page, a JSON API and a live WebSocket."
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"

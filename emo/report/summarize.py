@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from emo.errors import EmoError, exit_on_emo_error
+from emo.errors import EmoError, exit_on_emo_error, prog
 
 
 @dataclass
@@ -196,7 +196,7 @@ def summarize_multirun(
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="emo-summarize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog("emo-summarize"), description=__doc__.split("\n\n")[0])
     parser.add_argument("multirun_dir", help="a multirun folder (outputs/train/multiruns/<date>)")
     parser.add_argument(
         "--ignore",

@@ -28,7 +28,7 @@ DEFAULT_MIN_ACCURACY = 0.70
 #: (in points) below fp32's, both with the model's recorded TTA.
 INT8_MAX_DROP = 0.3
 #: Names that stand for a bundled model chosen by its recorded metrics, by purpose.
-ALIASES = ("default", "leaderboard", "ferplus")
+ALIASES = ("default", "fast", "leaderboard", "ferplus")
 
 
 def available() -> list[str]:
@@ -103,6 +103,18 @@ def default_name() -> str:
     return _most_accurate(fast) if fast else names[0]
 
 
+def fast_name() -> str:
+    """The cheapest seven-class model that runs in real time: the fewest multiply-adds a face
+    (``macs`` in the index, the same on every machine), for many faces or a slow device. It gives
+    up accuracy for speed; the default is the one to start from."""
+    _check_bundled()
+    records = _seven_class(index())
+    fast = {n: r for n, r in records.items() if r.get("realtime")}
+    if not fast:
+        return default_name()
+    return min(fast, key=lambda n: (fast[n].get("macs", float("inf")), fast[n].get("params", 0), n))
+
+
 def leaderboard_name() -> str:
     """The seven-class model with the best FER-2013 PublicTest accuracy (the field's leaderboard
     yardstick; PrivateTest is only reported), an ensemble included."""
@@ -130,8 +142,13 @@ def _most_accurate(names: list[str]) -> str:
 
 
 def resolve_name(name: str) -> str:
-    """A bundled name, with the aliases (``default``, ``leaderboard``, ``ferplus``) resolved."""
-    aliases = {"default": default_name, "leaderboard": leaderboard_name, "ferplus": ferplus_name}
+    """A bundled name, with the aliases (``default``, ``fast``, ``leaderboard``, ``ferplus``) resolved."""
+    aliases = {
+        "default": default_name,
+        "fast": fast_name,
+        "leaderboard": leaderboard_name,
+        "ferplus": ferplus_name,
+    }
     return aliases.get(name, lambda: name)()
 
 
