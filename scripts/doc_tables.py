@@ -148,9 +148,48 @@ def card(index: dict, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: What each purpose name is for, and what it costs (the model it names comes from the index).
+PURPOSES = {
+    "default": (
+        "people's photos, the webcam, video: the labels most people would give",
+        "real time on one CPU core",
+    ),
+    "fast": ("many faces at once, a slow device", "the least accurate on both yardsticks"),
+    "leaderboard": (
+        "FER-2013's own test (the field's leaderboard)",
+        "several networks a face: not for the webcam",
+    ),
+    "ferplus": (
+        "eight classes, contempt included, as the FER+ annotators labelled",
+        "trails on FER-2013's labels",
+    ),
+}
+
+
+def purposes_table(index: dict) -> str:
+    """The purpose names, the model each names today, what it is for and what it costs."""
+    rows = [
+        "| purpose name | model today | pick it for | what it costs | file it runs |",
+        "|---|---|---|---|---|",
+    ]
+    for alias, (use, cost) in PURPOSES.items():
+        try:
+            name = weights.resolve_name(alias)
+        except Exception:  # noqa: BLE001 - no bundled model answers this purpose
+            continue
+        r = index[name]
+        int8 = r.get("backend") == "onnx-int8"
+        size = r["int8"]["megabytes"] if int8 else r["megabytes"]
+        rows.append(
+            f"| `{alias}` | `{name}` | {use} | {cost} | {size:.2f} MB ({'int8' if int8 else 'float'}) |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 BLOCKS: dict[str, Callable[..., str]] = {
     "models-table": models_table,
     "models-full": models_full,
+    "purposes": purposes_table,
     "card": card,
 }
 

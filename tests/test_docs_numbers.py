@@ -18,6 +18,10 @@ import doc_tables  # noqa: E402
 README_MAX_WORDS = 1500
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 DOCS = [ROOT / "README.md", ROOT / "MODEL_CARD.md", *PAGES]
+#: Pages of measurements in other settings, each under the command that made it: a benchmark
+#: without TTA, an earlier model of the same name (changelog), a mix of two models (research).
+#: Their shipped models' recorded numbers still come from the index ({{ index.… }}).
+OTHER_SETTINGS = {"benchmarks.md", "changelog.md", "research.md"}
 PERCENT = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,2})%")
 
 
@@ -68,7 +72,7 @@ def test_docs_pages_render_from_the_index(page):
     assert "{{ index." not in out
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [d for d in DOCS if d.name not in OTHER_SETTINGS], ids=lambda p: p.name)
 def test_hand_written_percentages_of_shipped_models_match_the_index(doc):
     """Outside the generated blocks, a line that names a shipped model (`name`) and gives a
     percentage with decimals must give one of that model's recorded numbers."""

@@ -115,7 +115,9 @@ def test_emo_predict_runs_without_the_training_stack(tmp_path):
 
 
 def test_one_line_errors_in_the_runtime(tmp_path):
-    with pytest.raises(EmoError, match="no bundled model named 'nope': choose one of .*default, fast, leaderboard"):
+    with pytest.raises(
+        EmoError, match="no bundled model named 'nope': choose one of .*default, fast, leaderboard"
+    ):
         EmotionRecognizer.from_pretrained("nope")
     with pytest.raises(EmoError, match=f"model {tmp_path / 'x.onnx'} not found"):
         EmotionRecognizer.load(tmp_path / "x.onnx")

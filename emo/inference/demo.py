@@ -21,7 +21,9 @@ from emo.samples import sample_images, sample_video
 
 @exit_on_emo_error
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog=prog("python -m emo.inference.demo"), description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog("python -m emo.inference.demo"), description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     parser.add_argument(
         "--detector", default="yunet", choices=list(DETECTORS), help="face detector (default: yunet)"
