@@ -11,6 +11,9 @@ import numpy as np
 
 from emo.errors import EmoError
 
+#: The runtime's pixel limit (the server's default too, ``emo serve --max-pixels``): 48 MP phone
+#: photos pass; decoded as BGR that is ~150 MB.
+MAX_PIXELS = 50_000_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
 

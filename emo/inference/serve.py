@@ -46,6 +46,7 @@ from emo import __version__
 from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS, make_detector
+from emo.inference.images import MAX_PIXELS
 from emo.inference.preprocess import TTA_MODES
 from emo.inference.realtime import REALTIME_DETECTOR
 from emo.inference.recognizer import EmotionRecognizer
@@ -66,8 +67,6 @@ else:
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Default upload limit (bytes): a 12 MP phone JPEG is 3-6 MB.
 MAX_UPLOAD = 10 * 1024 * 1024
-#: Default pixel limit: 48 MP phone photos pass; decoded as BGR that is ~150 MB.
-MAX_PIXELS = 50_000_000
 #: Room for the multipart headers around the file, when the whole body is capped.
 MULTIPART_SLACK = 64 * 1024
 Tta = Literal["none", "flip", "tencrop"]
