@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import json
 
 import numpy as np
@@ -195,6 +197,9 @@ def test_the_package_ships_vgg_s_soft_targets_for_fer2013_by_name(tmp_path):
 def test_cnn3_distils_from_the_shipped_targets_only_where_they_fit(make_cfg, tmp_path, caplog):
     # model=cnn3 (train.yaml's default) distils from vgg_s's stored targets, which were made for
     # FER-2013's Training faces: on other data it trains on the labels alone and says so...
+    # A logging config applied in-process by an earlier test in the same worker (dictConfig's
+    # disable_existing_loggers) can silence the module's logger; a user's run starts afresh.
+    logging.getLogger("emo.models.module").disabled = False
     with caplog.at_level("WARNING"):
         train(make_cfg("debug=fdr", "test=false", out_dir=tmp_path / "optional"))
     assert "another training set" in caplog.text and "labels alone" in caplog.text
