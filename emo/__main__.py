@@ -25,6 +25,12 @@ from emo.errors import EmoError, exit_on_emo_error
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "predict": ("emo.inference.predict", "main", "emotions in photos, folders and videos (--report)", ""),
     "realtime": ("emo.inference.realtime", "main", "a webcam or a video, annotated live (or --headless)", ""),
+    "analyze": (
+        "emo.inference.analyze",
+        "main",
+        "emotions across an archive of videos and photos, into Parquet (resumable; --engine ray)",
+        "analyze",
+    ),
     "demo": ("emo.inference.demo", "main", "the default model on the bundled sample photos and video", ""),
     "serve": ("emo.inference.serve", "cli", "the HTTP API and the live webcam page", "serve"),
     "train": ("emo.train", "cli", "train a model (Hydra overrides: model=cnn3 data.augment=strong)", "train"),
