@@ -44,13 +44,14 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
 
 
 class ServerThread:
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a background thread."""
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a background thread, with emo-serve's
+    settings (its read deadline and origin check meet a real browser's requests)."""
 
     def __init__(self, app):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.server = uvicorn.Server(serve.server_config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self):
