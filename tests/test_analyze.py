@@ -201,3 +201,32 @@ def test_killed_part_way_a_rerun_completes_it_exactly(archive, tmp_path):
     assert subprocess.run(command, stderr=subprocess.DEVNULL).returncode == 0
     for name in ("faces", "summary"):
         assert table(tmp_path / "killed", name).equals(table(tmp_path / "whole_every1", name)), name
+
+
+def test_one_file_two_spellings_is_one_source_and_odd_sources_are_failures(archive, tmp_path, monkeypatch):
+    monkeypatch.chdir(archive)
+    out = tmp_path / "out"
+    run = analyze(["photo.png", str(archive / "photo.png"), "missing-*.mp4", "memory://nope.mp4"], out)
+    assert len(run.results) == 3  # the photo once, under one spelling
+    failures = table(out, "failures")
+    assert list(failures.source) == ["memory://nope.mp4", "missing-*.mp4"]
+    assert failures.error.str.contains("FileNotFoundError|not found").all()
+    assert not failures.error.str.contains("\n").any()
+
+
+def test_reports_of_videos_with_the_same_name_do_not_overwrite_each_other(archive, tmp_path):
+    for day in ("a", "b"):
+        (tmp_path / day).mkdir()
+        shutil.copy(archive / "day2" / "two.mp4", tmp_path / day / "screen.mp4")
+    analyze([tmp_path / "a", tmp_path / "b"], tmp_path / "out", report=True)
+    timelines = sorted((tmp_path / "out" / "report").glob("*/screen_timeline.png"))
+    assert len(timelines) == 2 and all(cv2.imread(str(t)) is not None for t in timelines)
+
+
+def test_a_rerun_still_exits_1_for_sources_that_failed_before(archive, tmp_path):
+    from emo.__main__ import main
+
+    args = ["analyze", str(archive / "empty.mp4"), str(archive / "photo.png"), "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    assert main(args) == 1  # nothing new to do, but empty.mp4 is still in failures/
+    assert main([*args, "--overwrite"]) == 1

@@ -30,6 +30,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -58,6 +59,10 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 LIST_SUFFIXES = {".txt", ".lst"}
 #: Default sampling: frames a second of video.
 DEFAULT_FPS = 5.0
+#: Frames are searched for faces on a copy this many pixels on its longer side, faces from 40 px of
+#: that copy up, as the real-time path does (320: a 640x480 frame at half size; 640 for small
+#: faces in wide shots, at ~3x the detection time).
+DETECT_SIZE = 320
 #: Rows buffered before a Parquet row group is written (bounded memory on long videos).
 ROW_GROUP = 20_000
 TABLES = ("faces", "summary", "failures")
@@ -85,12 +90,17 @@ class Options:
     every: int | None = None
     fps: float = DEFAULT_FPS
     batch_size: int = 16
+    detect_size: int = DETECT_SIZE
 
     def check(self) -> None:
         if self.every is not None and self.every < 1:
             raise EmoError(f"--every {self.every}: give a whole number of frames >= 1")
         if not self.fps > 0:
             raise EmoError(f"--fps {self.fps}: give frames a second > 0 (e.g. 5)")
+        if self.detect_size < 64:
+            raise EmoError(
+                f"--detect-size {self.detect_size}: give the side, in pixels, frames are searched at (>= 64)"
+            )
         if self.batch_size < 1:
             raise EmoError(f"--batch-size {self.batch_size}: give a whole number >= 1")
         if self.tta is not None and self.tta not in TTA_MODES:
@@ -127,6 +137,15 @@ def _local(source: str) -> str:
     return source[len("file://") :] if source.startswith("file://") else source
 
 
+def _resolved(path: Path) -> str:
+    """A local source as one spelling (absolute, symlinks resolved), so that the same file named
+    two ways is one source (one key, one set of rows)."""
+    try:
+        return str(path.resolve())
+    except OSError:  # a name too long to resolve: kept as given, it fails as a source
+        return str(path)
+
+
 def expand_sources(specs: Sequence[str]) -> list[str]:
     """Video and image files from files, folders (recursive), globs, ``file://`` URLs, text files
     listing one source a line, and remote URLs (``s3://...``: passed on as they are), in order,
@@ -144,14 +163,15 @@ def expand_sources(specs: Sequence[str]) -> list[str]:
                 for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
             ]
-            out += [str(p) for p in sorted(found)]
+            out += [_resolved(p) for p in sorted(found)]
         elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
             lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
             out += expand_sources([ln for ln in lines if ln and not ln.startswith("#")])
         elif not path.exists() and glob.has_magic(str(path)):
-            out += sorted(p for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            matches = sorted(p for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            out += [_resolved(Path(p)) for p in matches] or [spec]  # no match: a failure row
         else:
-            out.append(str(path))
+            out.append(_resolved(path))
     return list(dict.fromkeys(out))
 
 
@@ -239,8 +259,9 @@ class _Writer:
         pa, _ = _pyarrow()
         if self.writer is None:
             self.writer = self.pq.ParquetWriter(self.tmp, self.schema)
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+        if self.rows:  # column by column: from_pylist would import pandas in every worker
+            data = {name: [row.get(name) for row in self.rows] for name in self.schema.names}
+            self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))
             self.rows = []
 
     def commit(self) -> None:
@@ -395,9 +416,10 @@ def analyze_source(
         summary_out.add(summary.rows(source, kind, step, fps, warning))
         summary_out.commit()  # last: a source with a summary is finished
         result.frames, result.faces, result.warning = summary.frames, len(summary.faces), warning
-    except EmoError as err:
+    except Exception as err:  # noqa: BLE001 - any error of one source is that source's failure
         faces_out.abort()
-        result.error = str(err)
+        text = str(err) if isinstance(err, EmoError) else f"{source}: {type(err).__name__}: {err}"
+        result.error = " ".join(text.split())  # one line
         fail = _Writer(out, "failures", key, failure_schema())
         fail.add([{"source": source, "error": result.error}])
         fail.commit()
@@ -454,6 +476,7 @@ def _analyze(path, source, recognizer, options, faces_out, result, on_frames, re
         from emo.inference.report import VideoReport
 
         report = VideoReport(path, names, video_fps / step)
+        report_dir = report_dir / f"{path.stem}-{source_key(source)[:8]}"  # same names, other folders
     batch: list[tuple[int, np.ndarray]] = []
     last = -1
 
@@ -485,6 +508,7 @@ def _analyze(path, source, recognizer, options, faces_out, result, on_frames, re
     if total > 0 and last + step < total - 1:
         warning = f"decoding stopped at frame {last + 1} of {total} (a corrupt file?): the rows cover the frames read"
     if report is not None and report.frames:
+        report_dir.mkdir(parents=True, exist_ok=True)
         report.write(report_dir, stderr=True)
     return "video", summary, step, video_fps, warning
 
@@ -518,10 +542,13 @@ def finished(out: Path) -> set[str]:
 def load_recognizer(options: Options, threads: int = 1) -> EmotionRecognizer:
     """The model, once per worker, on ``threads`` threads (workers share the cores)."""
     cv2.setNumThreads(1)
-    kwargs: dict[str, Any] = {"backend": options.backend, "threads": threads}
-    if options.detector:
-        kwargs["detector"] = options.detector
-    return EmotionRecognizer.load(options.model, **kwargs)
+    detector = options.detector or "yunet"
+    settings: dict[str, Any] = {"max_side": options.detect_size, "min_face": 40}
+    if detector == "haar":
+        settings.update(min_face=80, scale_factor=1.1, min_neighbors=5)
+    return EmotionRecognizer.load(
+        options.model, backend=options.backend, threads=threads, detector=detector, **settings
+    )
 
 
 def model_record(options: Options) -> dict[str, Any]:
@@ -648,27 +675,24 @@ def run_ray(
         raise EmoError("--engine ray needs Ray: pip install 'emo[ray]'") from None
     if not sources:
         return []
-    import logging
-
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
     started = not ray.is_initialized()
     if started:
         ray.init(
             address=address,
-            num_cpus=None if address else workers,
+            # ray job submit sets RAY_ADDRESS: joining a cluster takes no num_cpus
+            num_cpus=workers if not address and not os.environ.get("RAY_ADDRESS") else None,
             include_dashboard=False,
             log_to_driver=False,
-            ignore_reinit_error=True,
+            logging_level=logging.WARNING,
         )
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False  # emo prints what was done
         ds = ray.data.from_items([{"source": s} for s in sources], override_num_blocks=max(1, len(sources)))
         done = ds.map_batches(
             RayAnalyzer,
             fn_constructor_args=(options, str(out), str(report_dir) if report_dir else None),
             batch_size=1,
-            concurrency=max(1, min(workers, len(sources))),
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(sources)))),
             num_cpus=1,
         )
         return [SourceResult(**json.loads(row["result"])) for row in done.iter_rows()]
@@ -684,6 +708,8 @@ class Run:
     out: Path
     results: list[SourceResult] = field(default_factory=list)
     skipped: int = 0
+    #: Sources skipped as finished whose earlier run put them in failures/ (redo: --overwrite).
+    earlier_failures: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[SourceResult]:
@@ -699,6 +725,7 @@ def analyze(
     every: int | None = None,
     fps: float = DEFAULT_FPS,
     batch_size: int = 16,
+    detect_size: int = DETECT_SIZE,
     engine: str = "local",
     workers: int = 1,
     address: str | None = None,
@@ -723,6 +750,7 @@ def analyze(
         every=every,
         fps=fps,
         batch_size=batch_size,
+        detect_size=detect_size,
     )
     options.check()
     if engine not in ("local", "ray"):
@@ -738,7 +766,7 @@ def analyze(
     if not listed:
         raise EmoError("no sources: give video or image files, folders, globs or a list file")
     run_json = out / "run.json"
-    record = {k: v for k, v in asdict(options).items()}
+    record = {**asdict(options), "resolved_model": model_record(options)["model"]}
     if run_json.is_file():
         earlier = json.loads(run_json.read_text()).get("options", {})
         if earlier and earlier != record:
@@ -758,6 +786,9 @@ def analyze(
     else:
         results = run_ray(todo, out, options, workers, report_dir, address)
     run = Run(out, results, skipped=len(listed) - len(todo))
+    run.earlier_failures = sorted(
+        s for s in listed if s not in todo and (out / "failures" / f"{source_key(s)}.parquet").is_file()
+    )
     ended = datetime.now(timezone.utc)
     _write_json(
         run_json,
@@ -801,7 +832,9 @@ def read_table(out: str | os.PathLike, table: str = "faces"):
 
 # ----------------------------------------------------------------------------- command line
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog("emo-analyze"), description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog=prog("emo-analyze"), description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     p.add_argument(
         "sources", nargs="+", metavar="SOURCE", help="videos, photos, folders, globs, list files, URLs"
     )
@@ -823,6 +856,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     sampling.add_argument("--every", type=int, default=None, help="analyse every Nth frame instead")
     p.add_argument("--batch-size", type=int, default=16, help="frames classified together (default 16)")
+    p.add_argument(
+        "--detect-size",
+        type=int,
+        default=DETECT_SIZE,
+        help=f"side, in px, frames are searched for faces at (default {DETECT_SIZE}; 640 for small faces)",
+    )
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="local process pool (default) or Ray"
     )
@@ -857,6 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         every=args.every,
         fps=args.fps,
         batch_size=args.batch_size,
+        detect_size=args.detect_size,
         engine=args.engine,
         workers=args.workers,
         address=args.address,
@@ -876,7 +916,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {r.source}: {r.warning}", file=sys.stderr)
     for r in run.failed:
         print(f"error: {r.error}", file=sys.stderr)
-    return 1 if run.failed else 0
+    if run.earlier_failures:
+        print(
+            f"{len(run.earlier_failures)} source(s) failed in an earlier run into {run.out} (failures/): "
+            "--overwrite to try them again",
+            file=sys.stderr,
+        )
+    return 1 if run.failed or run.earlier_failures else 0
 
 
 if __name__ == "__main__":
