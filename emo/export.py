@@ -10,6 +10,10 @@ preprocessing and labels as metadata, so ``EmotionRecognizer.from_checkpoint("mo
 ``emo-predict --ckpt model.onnx`` and ``python -m emo.realtime --ckpt model.onnx`` need nothing
 else (and no torch). ``--backend onnx`` with a ``.ckpt`` exports it once into the cache
 (``$EMO_CACHE_DIR``).
+
+``--out`` is checked before anything is loaded (not a folder, not an input checkpoint, in a folder
+that exists or can be made and written); the model is written to a temporary file beside it,
+checked (its size, and that onnxruntime opens it) and moved into place in one step.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from emo import weights
 from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import resolve_checkpoint
+from emo.inference.images import atomic_path, check_output, is_dir, os_reason, shown
 from emo.inference.preprocess import TTA_MODES
 from emo.models.module import load_checkpoint, load_ensemble
 from emo.models.onnx import calibration_faces, export_onnx, int8_weights_of, parity, quantize_int8
@@ -60,28 +65,42 @@ def main(argv: list[str] | None = None) -> None:
         help="FER-2013 for --int8's calibration (default: $EMO_DATA_DIR or data/fer2013)",
     )
     args = parser.parse_args(argv)
-    ckpts = [resolve_checkpoint(c) for c in args.ckpt]
+    try:
+        ckpts = [resolve_checkpoint(c) for c in args.ckpt]
+    except OSError as err:  # a name the system refuses (too long)
+        raise EmoError(f"--ckpt: {os_reason(err)}: give a shorter path") from None
     for c in ckpts:
         if c.suffix == ".onnx":
-            raise EmoError(f"{c} is an ONNX model already: give the .ckpt it was exported from")
-    module = load_checkpoint(ckpts[0]) if len(ckpts) == 1 else load_ensemble(ckpts)
+            raise EmoError(f"{shown(c)} is an ONNX model already: give the .ckpt it was exported from")
     suffix = weights.INT8_SUFFIX if args.int8 else ""
     if args.bundle:
         out = weights.WEIGHTS_DIR / f"{args.bundle}{suffix}.onnx"
-        tta = args.tta or weights.recorded().get(args.bundle, {}).get("tta") or "none"
     else:
         out = Path(args.out or f"emo-{ckpts[0].stem}{suffix}.onnx")
+    # Before the checkpoint is loaded or anything exported: a bad --out costs a second, not the export.
+    if is_dir(out):
+        raise EmoError(f"--out {shown(out)} is a folder: give a file name, e.g. {shown(out / 'model.onnx')}")
+    check_output(out, "--out", inputs=ckpts)
+    module = load_checkpoint(ckpts[0]) if len(ckpts) == 1 else load_ensemble(ckpts)
+    if args.bundle:
+        tta = args.tta or weights.recorded().get(args.bundle, {}).get("tta") or "none"
+    else:
         tta = args.tta or "none"
-    if out.is_dir():
-        raise EmoError(f"--out {out} is a folder: give a file name, e.g. {out / 'model.onnx'}")
     if args.int8:
         model = quantize_int8(module, calibration_faces(module, args.data_dir), metadata={"emo_tta": tta})
     else:
         int8_weights = [w for c in ckpts for w in int8_weights_of(c)]
         model = export_onnx(module, metadata={"emo_tta": tta}, int8_weights=int8_weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(model)
-    diff = parity(module, out)
+    # Written beside --out, checked (every byte there, and onnxruntime agrees with torch on it),
+    # then moved into place: --out is never left half-written, nor replaced by a bad file.
+    with atomic_path(out, "--out") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(model)
+        if tmp.stat().st_size != len(model):
+            raise EmoError(
+                f"--out {shown(out)}: {tmp.stat().st_size} of {len(model)} bytes written (a full disk?)"
+            )
+        diff = parity(module, tmp)
     what = f"{module.hparams.arch}, {len(module.class_names)} classes, tta {tta}"
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {what})")
     print(f"onnxruntime vs torch: max abs probability difference {diff:.2e}", file=sys.stderr)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     print(
         f"model: {model.source} ({model.backend.name}, {len(model.class_names)} classes: {', '.join(model.class_names)})"
     )
-    predictor = Predictor(model, save_dir=out / "images")
+    predictor = Predictor(model, save_dir=out / "images", overwrite=True)  # a rerun replaces its own copies
     predictor.images(sample_images())
     print_table(predictor.rows)
 

@@ -4,7 +4,8 @@ YuNet (``detector="yunet"``, the default; ``cv2.FaceDetectorYN``, weights bundle
 ``emo/weights/detectors``) or OpenCV's Haar cascade (``detector="haar"``), each on a downscaled
 copy of the image. A detector returns square boxes x, y, side, side scaled to FER-2013's framing
 (YuNet: from its eye and mouth landmarks), which ``crop_faces`` cuts out (replicating the border
-where a box leaves the image).
+where a box leaves the image; boxes are first cut to the image grown by half its size on each side,
+``fit_boxes``, so a crop's memory is bounded by the image's whatever the box).
 """
 
 from __future__ import annotations
@@ -54,10 +55,96 @@ def clip_box(box: Sequence[int], shape: tuple[int, ...]) -> tuple[int, int, int,
     return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
 
 
+#: Coordinates beyond this are cut before boxes become integers (no int64 overflow).
+_FAR = float(1 << 40)
+
+
+def check_boxes(boxes: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Boxes given by a caller (``predict(image, boxes=...)``, a tracker) as int64 (K, 4) x, y, w, h,
+    checked: finite numbers, four to a box, each with at least one pixel inside an image of
+    ``shape`` (H, W, ...). Non-integer values are truncated, as ``int`` does.
+
+    Raises:
+        EmoError: one line naming the first bad box and why.
+    """
+    try:
+        b = np.array(boxes, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise EmoError("boxes must be numbers: give (K, 4) x, y, w, h in pixels") from None
+    if b.size == 0:
+        return np.zeros((0, 4), np.int64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise EmoError(f"boxes of shape {b.shape}: give (K, 4) x, y, w, h in pixels, four numbers a box")
+    bad = ~np.isfinite(b).all(1)
+    if bad.any():
+        raise EmoError(f"box {_shown_box(b[bad][0])} is not finite: give x, y, w, h in pixels")
+    given = b
+    b = np.trunc(np.clip(b, -_FAR, _FAR)).astype(np.int64)
+    height, width = shape[:2]
+    inside = (
+        (b[:, 2] > 0)
+        & (b[:, 3] > 0)
+        & (b[:, 0] < width)
+        & (b[:, 1] < height)
+        & (b[:, 0] + b[:, 2] > 0)
+        & (b[:, 1] + b[:, 3] > 0)
+    )
+    if not inside.all():
+        box = b[~inside][0].tolist()
+        why = "w and h must be positive" if box[2] <= 0 or box[3] <= 0 else "it has no pixel inside the image"
+        raise EmoError(
+            f"box {_shown_box(given[~inside][0])} is empty in the {width}x{height} image ({why}): "
+            "give x, y, w, h in pixels"
+        )
+    return b
+
+
+def _shown_box(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in box.tolist()) + "]"
+
+
+def usable_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A detector's boxes (K, 4) less any with no pixel inside an image of ``shape``."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    if not len(b):
+        return b
+    height, width = shape[:2]
+    f = np.nan_to_num(b.astype(np.float64))
+    keep = (f[:, 2] > 0) & (f[:, 3] > 0) & (f[:, 0] < width) & (f[:, 1] < height)
+    keep &= (f[:, 0] + f[:, 2] > 0) & (f[:, 1] + f[:, 3] > 0)
+    return b[keep]
+
+
+def fit_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Boxes (K, 4) cut to an image of ``shape`` (H, W, ...) grown by half its height and width on
+    each side: a square that reaches past the border (a face at the edge, in FER-2013's framing)
+    keeps its framing, the part outside filled by ``crop_faces`` with the border's pixels, while
+    a crop never holds more than 4x the image's pixels (``predict(boxes=[[0, 0, 100000,
+    100000]])`` once asked for 10 GB)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    b = np.trunc(np.clip(np.nan_to_num(b), -_FAR, _FAR)).astype(np.int64)
+    height, width = shape[:2]
+    mx, my = width // 2, height // 2
+    x0 = np.clip(b[:, 0], -mx, width + mx)
+    y0 = np.clip(b[:, 1], -my, height + my)
+    x1 = np.clip(b[:, 0] + b[:, 2], -mx, width + mx)
+    y1 = np.clip(b[:, 1] + b[:, 3], -my, height + my)
+    return np.stack([x0, y0, np.maximum(x1 - x0, 0), np.maximum(y1 - y0, 0)], axis=1)
+
+
 def crop_faces(grey: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
-    """Square crops of a grey image (H, W); parts outside the image repeat its border pixels."""
+    """Crops of a grey image (H, W), each box first cut by ``fit_boxes``; parts outside the
+    image repeat its border pixels.
+
+    Raises:
+        EmoError: a box with no pixel left (check caller boxes with ``check_boxes``).
+    """
     crops = []
-    for x, y, w, h in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
+    for x, y, w, h in fit_boxes(boxes, grey.shape).tolist():
+        if w <= 0 or h <= 0:
+            raise EmoError(f"box {[x, y, w, h]} is empty: give x, y, w, h with positive w and h")
         if x >= 0 and y >= 0 and x + w <= grey.shape[1] and y + h <= grey.shape[0]:
             crops.append(grey[y : y + h, x : x + w])
         else:
@@ -238,10 +325,11 @@ class YuNetDetector:
         (right eye, left eye, nose tip, mouth corners) as x, y pairs, and the score; boxes
         outside [``min_face``, ``max_face``] dropped. ``max_side`` and ``min_face`` override the
         detector's own."""
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         max_side, min_face = max_side or self.max_side, min_face or self.min_face
-        scale = min(1.0, max_side / max(bgr.shape[:2])) if max_side else 1.0
-        small = shrink(bgr, scale)
+        scale = min(1.0, max_side / max(image.shape[:2])) if max_side else 1.0
+        small = shrink(image, scale)  # then made BGR: a grey frame is never copied 3x at full size
+        if small.ndim == 2:
+            small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         size = (small.shape[1], small.shape[0])
         if size != self.size:
             self.net.setInputSize(size)

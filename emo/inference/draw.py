@@ -19,6 +19,14 @@ COLOURS = {
     "neutral": (190, 190, 190),
 }
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: Box coordinates are clamped to this many pixels past the image (OpenCV takes C ints only).
+FAR = 1 << 20
+
+
+def _coord(v, far: int) -> int:
+    """A box coordinate as an int OpenCV can draw with: NaN as 0, the rest clamped to +-``far``."""
+    v = float(v)
+    return 0 if v != v else int(min(max(v, -far), far))
 
 
 def colour(name: str) -> tuple[int, int, int]:
@@ -44,12 +52,11 @@ def annotate(image: np.ndarray, faces: Sequence, fps: float | None = None, bars:
     for face in faces:
         box, label, scores = face[:3]
         face_id = face[3] if len(face) > 3 else None
-        x, y, w, h = (int(v) for v in box)
+        x, y, w, h = (_coord(v, FAR + max(width, height)) for v in box)
         c = colour(label)
         cv2.rectangle(out, (x, y), (x + w, y + h), c, thick)
-        text = (
-            f"{label} {scores[label]:.0%}" if face_id is None else f"#{face_id} {label} {scores[label]:.0%}"
-        )
+        p = float(scores.get(label, 0.0))
+        text = f"{label} {p:.0%}" if face_id is None else f"#{face_id} {label} {p:.0%}"
         (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
         ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base // 2), c, -1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -35,9 +36,19 @@ import numpy as np
 from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.draw import annotate
+from emo.inference.images import MAX_PIXELS, check_max_pixels, check_output, shown
 from emo.inference.preprocess import TTA_MODES
 from emo.inference.recognizer import EmotionRecognizer, Face
-from emo.inference.video import CsvLog, FaceTracker, Smoother, open_source, open_writer
+from emo.inference.video import (
+    CsvLog,
+    FaceTracker,
+    Smoother,
+    check_frame_size,
+    frame_count,
+    open_source,
+    open_writer,
+    stopped_early,
+)
 from emo.inference.window import Window
 
 log = logging.getLogger(__name__)
@@ -58,6 +69,7 @@ def load_model(
     backend: str = "auto",
     threads: int | None = 1,
     detector: str = "yunet",
+    max_pixels: int = MAX_PIXELS,
     **settings: Any,
 ) -> EmotionRecognizer:
     """The recognizer for ``ckpt``: a bundled name, a ``.ckpt``/``.onnx`` file or a training run
@@ -67,6 +79,7 @@ def load_model(
         threads: inference threads (onnxruntime's; for a ``.ckpt``, PyTorch's, process-wide). One:
             a face or two is too small a job to share, and cores spinning for work slow a busy machine.
         detector: ``yunet`` or ``haar``.
+        max_pixels: the largest frame (width x height) accepted.
         **settings: overrides of the detector's ``REALTIME_DETECTOR`` settings.
 
     The recognizer's default TTA is ``none`` (for speed), not the model's recorded one.
@@ -79,6 +92,7 @@ def load_model(
         threads=threads,
         detector=detector,
         tta="none",  # real time: no second pass per face for flip
+        max_pixels=max_pixels,
         **{**REALTIME_DETECTOR[detector], **settings},
     )
 
@@ -89,15 +103,20 @@ def detect_faces(model: EmotionRecognizer, frame: np.ndarray) -> np.ndarray:
 
 
 def predict_faces(
-    model: EmotionRecognizer, frame: np.ndarray, boxes: np.ndarray | None = None, tta: str = "none"
+    model: EmotionRecognizer,
+    frame: np.ndarray,
+    boxes: np.ndarray | None = None,
+    tta: str = "none",
+    max_pixels: int | None = None,
 ) -> list[Face]:
     """``Face`` per face of a frame, all faces in one batch (``EmotionRecognizer.predict``).
 
     Args:
         boxes: faces already found (``detect_faces``, ``FaceTracker``); ``None``: detect them.
         tta: ``none`` by default, for speed, whatever the model's recorded TTA.
+        max_pixels: the largest frame accepted; ``None``: the model's.
     """
-    return model.predict(frame, tta, boxes=boxes)
+    return model.predict(frame, tta, boxes=boxes, max_pixels=max_pixels)
 
 
 # ----------------------------------------------------------------------------------- I/O
@@ -115,8 +134,13 @@ def run(
     threads: int | None = 1,
     model: EmotionRecognizer | None = None,
     detector: str = "yunet",
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Annotate a video source frame by frame until it ends, the user quits or Ctrl-C.
+
+    ``save`` and ``csv_path`` are checked before anything runs (not folders, not the source, not
+    each other, in a folder that exists or can be made and written); each is written to a
+    temporary file beside it and moved into place when the loop ends, whole.
 
     Args:
         threads: onnxruntime's (or for a ``.ckpt``, PyTorch's) threads (``load_model``).
@@ -125,53 +149,88 @@ def run(
         detector: ``yunet`` or ``haar``, with the ``REALTIME_DETECTOR`` settings.
         tta: ``none`` by default, for speed (not the model's recorded TTA: flip would double
             the classification cost of every frame).
+        max_pixels: the largest frame (width x height) accepted; ``None``: the model's
+            (``MAX_PIXELS``, 50 M).
 
     Returns:
-        ``frames`` processed, ``seconds``, ``fps`` (processing rate) and the output paths.
+        ``frames`` processed, ``seconds``, ``fps`` (processing rate), the output paths and
+        ``warning`` (a file whose frames stopped before its container's count, else ``None``).
     """
-    model = model or load_model(ckpt, backend, threads, detector)
+    inputs = [] if str(source).isdigit() or "://" in str(source) else [source]
+    if save:
+        check_output(save, "--save", inputs)
+    if csv_path:
+        check_output(csv_path, "--csv", inputs)
+    if save and csv_path and Path(save).absolute() == Path(csv_path).absolute():
+        raise EmoError(f"--save and --csv are both {shown(save)}: give them different names")
+    if max_pixels is not None:
+        max_pixels = check_max_pixels(max_pixels)
+    model = model or load_model(ckpt, backend, threads, detector, max_pixels=max_pixels or MAX_PIXELS)
+    limit = model.max_pixels if max_pixels is None else max_pixels
     smoother, tracker = Smoother(smooth), FaceTracker(model.detector, detect_every)
     cap, live = open_source(source)
+    try:
+        check_frame_size(cap, shown(source), limit)
+    except EmoError:
+        cap.release()
+        raise
+    total = None if live else frame_count(cap)
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps_in = fps_in if 1 <= fps_in <= 240 else 30.0
-    writer: cv2.VideoWriter | None = None
-    log_csv = CsvLog(csv_path, model.class_names) if csv_path else None
+    writer = None
+    log_csv = None
     window = None
+    ended = False  # the source ran out of frames (not q, Ctrl-C or --max-frames)
     n, start, rate = 0, time.perf_counter(), 0.0
     try:
+        log_csv = CsvLog(csv_path, model.class_names, inputs) if csv_path else None
         window = None if headless else Window(f"emo - {model.source}")
         last = start
         while max_frames is None or n < max_frames:
             ok, frame = cap.read()
             if not ok:
+                ended = True
                 break
             if frame.ndim == 2:
                 frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            faces = smoother(predict_faces(model, grey, tracker(grey), tta))
+            faces = smoother(predict_faces(model, grey, tracker(grey), tta, max_pixels=limit))
             now = time.perf_counter()
             rate = 1 / max(now - last, 1e-6) if n == 0 else 0.9 * rate + 0.1 / max(now - last, 1e-6)
             last = now
-            shown = annotate(frame, faces, fps=rate)
+            shown_frame = annotate(frame, faces, fps=rate)
             if save:
                 if writer is None:
-                    writer = open_writer(save, fps_in, shown.shape)
-                writer.write(shown)
+                    writer = open_writer(save, fps_in, shown_frame.shape)
+                writer.write(shown_frame)
             if log_csv:
                 log_csv.write(n, now - start if live else n / fps_in, faces)
             n += 1
-            if window is not None and not window.show(shown):
+            if window is not None and not window.show(shown_frame):
                 break
     except KeyboardInterrupt:
         log.warning("interrupted after %d frames; closing the outputs", n)
     finally:
         cap.release()
-        if writer is not None:
-            writer.release()
-        if log_csv:
-            log_csv.close()
-        if window is not None:
-            window.close()
+        # Every output is closed (and moved into place) even if another fails; the first
+        # failure is raised after.
+        failures = []
+        for close in (
+            writer.release if writer is not None else None,
+            log_csv.close if log_csv else None,
+            window.close if window is not None else None,
+        ):
+            if close is None:
+                continue
+            try:
+                close()
+            except EmoError as err:
+                failures.append(err)
+        if failures and sys.exc_info()[0] is None:
+            raise failures[0]
+    warning = stopped_early(shown(source), n, total) if ended else None
+    if warning:
+        log.warning("warning: %s", warning)
     seconds = time.perf_counter() - start
     return {
         "frames": n,
@@ -180,6 +239,7 @@ def run(
         "full_searches": tracker.full_searches,
         "save": str(save) if save and writer is not None else None,
         "csv": str(csv_path) if csv_path else None,
+        "warning": warning,
     }
 
 
@@ -218,6 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--detector", default="yunet", choices=list(REALTIME_DETECTOR), help="face detector (default: yunet)"
     )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"largest frame, width x height: a larger video is refused before it is decoded (default: {MAX_PIXELS:,})",
+    )
     return p.parse_args(argv)
 
 
@@ -229,6 +296,9 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    # FFmpeg (inside OpenCV) prints an error per damaged macroblock: thousands of lines for one
+    # corrupt video, which emo reports in one. A level the user set is kept.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
     # `kill` (SIGTERM) ends the loop like Ctrl-C, so the video and the CSV are still complete.
     signal.signal(signal.SIGTERM, _interrupt)
     if args.headless and not (args.save or args.csv):
@@ -246,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_frames=args.max_frames,
         threads=args.threads,
         detector=args.detector,
+        max_pixels=args.max_pixels,
     )
     outputs = ", ".join(f"{k} {stats[k]}" for k in ("save", "csv") if stats[k])
     print(

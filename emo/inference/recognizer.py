@@ -29,8 +29,16 @@ import numpy as np
 from emo import weights
 from emo.errors import EmoError
 from emo.inference.backends import BACKENDS, OnnxBackend, load_torch_backend, resolve_checkpoint
-from emo.inference.detect import HaarDetector, YuNetDetector, clip_box, crop_faces, make_detector
-from emo.inference.images import to_grey
+from emo.inference.detect import (
+    HaarDetector,
+    YuNetDetector,
+    check_boxes,
+    clip_box,
+    crop_faces,
+    make_detector,
+    usable_boxes,
+)
+from emo.inference.images import MAX_PIXELS, check_max_pixels, is_file, os_reason, shown, to_grey
 from emo.inference.preprocess import Preprocess, check_tta, n_views, preprocess_faces, tta_views
 
 #: Network inputs (faces x test-time views) per forward pass. Building every view of every crop
@@ -72,6 +80,10 @@ class EmotionRecognizer:
         source: where the weights came from (bundled name or path), for logs.
         tta: the test-time augmentation ``probs``, ``classify`` and ``predict`` use when given
             none: the one the model file records (every bundled model's), else ``none``.
+        max_pixels: the largest image (width x height) ``predict``, ``detect`` and ``classify``
+            accept when given no ``max_pixels`` of their own (``MAX_PIXELS``, 50 M): a file's
+            size is read from its header and an image over the limit is refused in one line
+            before it is decoded (``emo.inference.images``).
     """
 
     def __init__(
@@ -82,8 +94,10 @@ class EmotionRecognizer:
         detector: str | HaarDetector | YuNetDetector = "yunet",
         source: str = "",
         tta: str = "none",
+        max_pixels: int = MAX_PIXELS,
     ):
         check_tta(tta)
+        self.max_pixels = check_max_pixels(max_pixels)
         self.backend, self.class_names, self.preprocess = (
             backend,
             list(class_names),
@@ -153,10 +167,14 @@ class EmotionRecognizer:
         if (
             model is None
             or str(model) in ("", *weights.ALIASES)
-            or (str(model) in weights.available() and not Path(model).exists())
+            or (str(model) in weights.available() and not is_file(Path(model)))
         ):
             return cls.from_pretrained(str(model or "default"), backend=backend, **kwargs)
-        return cls.from_checkpoint(resolve_checkpoint(model), backend=backend, **kwargs)
+        try:
+            path = resolve_checkpoint(model)
+        except OSError as err:  # a name the system refuses (too long)
+            raise EmoError(f"model {shown(model)}: {os_reason(err)}: give a shorter path") from None
+        return cls.from_checkpoint(path, backend=backend, **kwargs)
 
     @classmethod
     def from_checkpoint(
@@ -166,6 +184,7 @@ class EmotionRecognizer:
         threads: int | None = None,
         detector: str | HaarDetector | YuNetDetector = "yunet",
         tta: str | None = None,
+        max_pixels: int = MAX_PIXELS,
         _source: str | None = None,
         **kwargs,
     ) -> EmotionRecognizer:
@@ -181,6 +200,7 @@ class EmotionRecognizer:
             detector: ``yunet`` (default) or ``haar``, or a detector object.
             tta: the default test-time augmentation; ``None``: the one the ONNX file records
                 (every bundled model records the one chosen on PublicTest), else ``none``.
+            max_pixels: the largest image accepted (``MAX_PIXELS``; see the class).
             **kwargs: passed on to the detector (``max_side``, ``min_face``, ...).
 
         Raises:
@@ -192,13 +212,13 @@ class EmotionRecognizer:
         if tta is not None:
             check_tta(tta)
         path = Path(path)
-        if not path.is_file():
+        if not is_file(path):
             raise EmoError(
-                f"model file {path} not found: give a .onnx (emo-export) or .ckpt file, or a bundled name"
+                f"model file {shown(path)} not found: give a .onnx (emo-export) or .ckpt file, or a bundled name"
             )
         if backend == "onnx-int8" and not path.stem.endswith(weights.INT8_SUFFIX):
             int8 = path.with_name(f"{path.stem}{weights.INT8_SUFFIX}.onnx")
-            if not int8.is_file():
+            if not is_file(int8):
                 raise EmoError(
                     f"no int8 model beside {path}: write {int8.name} with "
                     f"emo-export --ckpt {path} --int8 --out {int8} (needs FER-2013 to calibrate)"
@@ -214,7 +234,7 @@ class EmotionRecognizer:
         else:
             engine, meta = load_torch_backend(path, "onnx" if backend == "onnx" else "torch", threads)
         tta = meta.get("tta", "none") if tta is None else tta
-        return cls(engine, meta["class_names"], meta["preprocess"], detector, source, tta)
+        return cls(engine, meta["class_names"], meta["preprocess"], detector, source, tta, max_pixels)
 
     # ------------------------------------------------------------------------- inference
     def face_input(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -248,23 +268,37 @@ class EmotionRecognizer:
             out[start : start + n] = probs.reshape(v, n, -1).mean(0)
         return out
 
-    def classify(self, crops: np.ndarray | Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:
+    def classify(
+        self,
+        crops: np.ndarray | Sequence[np.ndarray],
+        tta: str | None = None,
+        max_pixels: int | None = None,
+    ) -> np.ndarray:
         """Class probabilities (N, C) for faces you cropped yourself.
 
         Args:
             crops: (N, H, W) grey or (N, H, W, 3) BGR, uint8 or float, any size; or a list of
                 crops of different sizes; a single (H, W) crop counts as N = 1.
             tta: ``none``, ``flip`` or ``tencrop``; ``None``: the recognizer's own (``self.tta``).
+            max_pixels: the largest crop accepted; ``None``: ``self.max_pixels``.
         """
+        limit = self._limit(max_pixels)
         if isinstance(crops, np.ndarray):
             if crops.ndim not in (2, 3, 4):
                 raise EmoError(f"crops of shape {crops.shape}: give (N, H, W) grey or (N, H, W, 3) BGR")
             crops = list(crops[None] if crops.ndim == 2 else crops)
-        return self.probs([to_grey(c) for c in crops], tta)
+        return self.probs([to_grey(c, limit) for c in crops], tta)
 
-    def detect(self, image: Any) -> np.ndarray:
+    def _limit(self, max_pixels: int | None) -> int:
+        return check_max_pixels(self.max_pixels if max_pixels is None else max_pixels)
+
+    def _find(self, grey: np.ndarray) -> np.ndarray:
+        """The detector's boxes in a grey image, less any with no pixel inside it."""
+        return usable_boxes(self.detector(grey), grey.shape)
+
+    def detect(self, image: Any, max_pixels: int | None = None) -> np.ndarray:
         """Square face boxes (K, 4) x, y, side, side of one image; may reach past its border."""
-        return self.detector(to_grey(image))
+        return self._find(to_grey(image, self._limit(max_pixels)))
 
     def faces(self, probs: np.ndarray, boxes: np.ndarray, shape: tuple[int, ...]) -> list[Face]:
         """Pair probabilities (K, C) with their boxes (cut to an image of ``shape``)."""
@@ -278,36 +312,59 @@ class EmotionRecognizer:
         ]
 
     def predict(
-        self, image: Any, tta: str | None = None, boxes: np.ndarray | None = None
+        self,
+        image: Any,
+        tta: str | None = None,
+        boxes: np.ndarray | None = None,
+        max_pixels: int | None = None,
     ) -> list[Face] | list[list[Face]]:
         """Detect the faces of an image and classify each.
 
         Args:
-            image: a file path, a numpy array (grey or BGR, any size, uint8 or float) or a PIL
-                image; or a list of these, classified in one batch.
+            image: a file path, a numpy array (grey, BGR or BGRA, any size, any integer or float
+                type) or a PIL image (any mode); or a list of these, classified in one batch.
             tta: ``none``, ``flip`` or ``tencrop``; ``None``: the recognizer's own (``self.tta``).
-            boxes: for one image, faces already found (``detect``, a tracker): (K, 4) squares;
-                ``None``: detect them.
+            boxes: for one image, faces already found (``detect``, a tracker): (K, 4) x, y, w, h
+                in pixels, squares in FER-2013's framing for the best results; ``None``: detect
+                them. Each box needs a pixel inside the image; one that reaches past the border
+                is cut to the image grown by half its size on each side, and the part outside
+                the image is filled with its border's pixels.
+            max_pixels: the largest image (width x height) accepted; ``None``: ``self.max_pixels``
+                (``MAX_PIXELS``, 50 M). A file's size is read from its header: an image over the
+                limit is refused before it is decoded.
 
         Returns:
             One :class:`Face` per face found, largest first (empty when there is none); for a
             list of images, one such list per image.
+
+        Raises:
+            EmoError: an unreadable image, one over the pixel limit, or a bad box (not four
+                finite numbers, or no pixel inside the image), in one line.
         """
         tta = self.tta if tta is None else tta
         check_tta(tta)
+        limit = self._limit(max_pixels)
         if isinstance(image, (list, tuple)):
+            if boxes is not None:
+                raise EmoError("boxes= goes with one image: call predict once per image to give boxes")
             out = []
             for first in range(0, len(image), CHUNK_IMAGES):  # bounded memory for long lists
-                greys = [to_grey(im) for im in image[first : first + CHUNK_IMAGES]]
-                boxes = [self.detector(g) for g in greys]
-                crops = [c for g, b in zip(greys, boxes) for c in crop_faces(g, b)]
-                probs = self.probs(crops, tta)
+                inputs, found, shapes = [], [], []
+                for im in image[first : first + CHUNK_IMAGES]:
+                    # One image at a time is decoded and cropped; only its faces' network inputs
+                    # (48 x 48 each) wait for the batch's one forward pass.
+                    grey = to_grey(im, limit)
+                    b = self._find(grey)
+                    inputs.append(self.face_input(crop_faces(grey, b)))
+                    found.append(b)
+                    shapes.append(grey.shape)
+                    del grey
+                probs = self.input_probs(np.concatenate(inputs), tta)
                 start = 0
-                for g, b in zip(greys, boxes):
-                    out.append(self.faces(probs[start : start + len(b)], b, g.shape))
+                for b, shape in zip(found, shapes):
+                    out.append(self.faces(probs[start : start + len(b)], b, shape))
                     start += len(b)
             return out
-        grey = to_grey(image)
-        if boxes is None:
-            boxes = self.detector(grey)
+        grey = to_grey(image, limit)
+        boxes = self._find(grey) if boxes is None else check_boxes(boxes, grey.shape)
         return self.faces(self.probs(crop_faces(grey, boxes), tta), boxes, grey.shape)

@@ -10,6 +10,7 @@ OpenCV alone (:func:`timeline_image`): one panel per face, each class's probabil
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from emo.errors import EmoError
 from emo.inference.draw import FONT, colour
+from emo.inference.images import check_output, is_dir, make_folder, shown, write_bytes, write_image
 from emo.inference.video import csv_columns, csv_rows
 
 if TYPE_CHECKING:
@@ -107,29 +109,38 @@ class VideoReport:
         span = (self.frames[0][1], self.frames[-1][1]) if self.frames else None
         return timeline_image(tracks, self.class_names, title, self.fps, span)
 
-    def write(self, out_dir: str | Path, stderr: bool = False) -> dict[str, Path]:
-        """Write ``<stem>.csv``, ``<stem>_timeline.png`` and ``<stem>_summary.json`` to ``out_dir``
-        and print the summary (on stderr when stdout carries JSON or CSV)."""
-        out_dir = Path(out_dir)
-        stem = self.video.stem
-        paths = {
+    def paths(self, out_dir: str | Path) -> dict[str, Path]:
+        """Where ``write`` puts the CSV, the timeline and the summary."""
+        out_dir, stem = Path(out_dir), self.video.stem
+        return {
             "csv": out_dir / f"{stem}.csv",
             "timeline": out_dir / f"{stem}_timeline.png",
             "summary": out_dir / f"{stem}_summary.json",
         }
+
+    def write(self, out_dir: str | Path, stderr: bool = False) -> dict[str, Path]:
+        """Write ``<stem>.csv``, ``<stem>_timeline.png`` and ``<stem>_summary.json`` to ``out_dir``
+        and print the summary (on stderr when stdout carries JSON or CSV). Each file is written
+        to a temporary file beside it and moved into place whole.
+
+        Raises:
+            EmoError: ``out_dir`` is not a folder that can be written, or one of the three names
+                is taken by a folder.
+        """
+        out_dir = Path(out_dir)
+        check_output(out_dir, "--report", folder=True)
+        paths = self.paths(out_dir)
+        for path in paths.values():
+            check_output(path, "--report")
         summary = self.summary()
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with open(paths["csv"], "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(csv_columns(self.class_names))
-                for frame, time, faces in self.frames:
-                    writer.writerows(csv_rows(frame, time, faces, self.class_names))
-            paths["summary"].write_text(json.dumps(summary, indent=1) + "\n")
-        except OSError as err:
-            raise EmoError(
-                f"cannot write the report to {out_dir} ({err.strerror or err}): give --report a writable folder"
-            ) from None
+        make_folder(out_dir, "--report")
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(csv_columns(self.class_names))
+        for frame, time, faces in self.frames:
+            writer.writerows(csv_rows(frame, time, faces, self.class_names))
+        write_bytes(paths["csv"], text.getvalue().encode(), "--report")
+        write_bytes(paths["summary"], (json.dumps(summary, indent=1) + "\n").encode(), "--report")
         write_png(paths["timeline"], self.timeline(summary))
         print_summary(summary, self.class_names, stderr)
         return paths
@@ -228,19 +239,14 @@ def timeline_image(
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``image`` as a PNG, or raise :class:`EmoError` naming the path and the fix."""
+    """Write ``image`` as a PNG into an existing folder, atomically (a temporary file beside it,
+    then ``os.replace``), or raise :class:`EmoError` naming the path and the fix."""
     path = Path(path)
-    try:
-        ok = cv2.imwrite(str(path), image)
-    except cv2.error as err:
-        ok, why = False, getattr(err, "err", "") or "OpenCV could not write it"
-    else:
-        why = "OpenCV could not write it"
-    if not ok:
+    if not is_dir(path.parent) or path.suffix.lower() != ".png" or is_dir(path):
         raise EmoError(
-            f"cannot write {path} ({why}): make sure its folder exists and is writable, and the name ends in .png"
+            f"cannot write {shown(path)}: make sure its folder exists and is writable, and the name ends in .png"
         )
-    return path
+    return write_image(path, image, "timeline")
 
 
 def _axes(img, box, lo, hi, xticks, step) -> None:

@@ -1,10 +1,17 @@
 """Video in and out, and what links a face across frames: open a camera, file or stream; write an
 MP4; follow faces between full detections (``FaceTracker``); give each face an id and smooth its
-probabilities (``Smoother``); log per-frame predictions (``CsvLog``)."""
+probabilities (``Smoother``); log per-frame predictions (``CsvLog``).
+
+Outputs are written to a temporary file beside the destination and moved into place when they
+are complete (``os.replace``), so a reader never sees half a file, and what was written is
+checked (an MP4's frame count, a CSV's existence) before the destination is replaced.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +19,16 @@ import cv2
 import numpy as np
 
 from emo.errors import EmoError
-from emo.inference.detect import HaarDetector, YuNetDetector
+from emo.inference.detect import HaarDetector, YuNetDetector, usable_boxes
+from emo.inference.images import (
+    MAX_PIXELS,
+    check_output,
+    check_pixels,
+    is_file,
+    os_reason,
+    shown,
+    temp_beside,
+)
 from emo.inference.recognizer import Face
 
 
@@ -32,22 +48,106 @@ def open_source(source: str | int) -> tuple[cv2.VideoCapture, bool]:
             )
         return cap, True
     is_url = "://" in text
-    if not is_url and not Path(text).is_file():
-        raise EmoError(f"video {text} not found: give a video file, a stream URL or a camera index")
+    if not is_url and not is_file(Path(text)):
+        raise EmoError(f"video {shown(text)} not found: give a video file, a stream URL or a camera index")
     cap = cv2.VideoCapture(text)
     if not cap.isOpened():
-        raise EmoError(f"cannot open {text}: not a video, or in a format this OpenCV build cannot decode")
+        raise EmoError(
+            f"cannot open {shown(text)}: not a video, or in a format this OpenCV build cannot decode"
+        )
     return cap, is_url
 
 
-def open_writer(path: str | Path, fps: float, shape: tuple[int, ...]) -> cv2.VideoWriter:
-    """A video writer for BGR frames of ``shape`` (mp4v, which every OpenCV wheel can encode)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
-    if not writer.isOpened():
-        raise EmoError(f"cannot write video {path}: use a writable folder and an .mp4 name")
-    return writer
+def frame_count(cap: cv2.VideoCapture) -> int | None:
+    """The frames a file's container announces (``CAP_PROP_FRAME_COUNT``); ``None``: unknown."""
+    total = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(total) if np.isfinite(total) and 0 < total < 1e9 else None
+
+
+def check_frame_size(cap: cv2.VideoCapture, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, before the first frame is decoded, a video whose frames are over ``max_pixels``."""
+    width, height = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0:
+        check_pixels(int(width), int(height), max_pixels, f"video {name}'s frame")
+
+
+def stopped_early(name: str, read: int, total: int | None) -> str | None:
+    """The warning for a file whose frames stop before the count its container gives."""
+    if total is None or read >= total:
+        return None
+    return (
+        f"{name}: decoding stopped at frame {read} of {total} (a corrupt file?); "
+        "results cover the frames read"
+    )
+
+
+class VideoWriter:
+    """An MP4 (mp4v, which every OpenCV wheel can encode) written to a temporary file beside
+    ``path``; ``release`` checks its frame count and moves it into place. Frames of another
+    size than the first are resized (OpenCV's writer would drop them without a word)."""
+
+    def __init__(self, path: str | Path, fps: float, shape: tuple[int, ...]):
+        self.path = Path(path)
+        self.tmp = temp_beside(self.path, f"video {shown(self.path)}")
+        self.size = (int(shape[1]), int(shape[0]))
+        self.frames, self.done = 0, False
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, self.size)
+        if not self.writer.isOpened():
+            self.abort()
+            raise EmoError(f"cannot write video {shown(self.path)}: use a writable folder and an .mp4 name")
+
+    def isOpened(self) -> bool:  # noqa: N802  (cv2.VideoWriter's name)
+        return not self.done and self.writer.isOpened()
+
+    def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def abort(self) -> None:
+        """Stop and remove the temporary file; ``path`` is left as it was."""
+        self.done = True
+        if hasattr(self, "writer"):
+            self.writer.release()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+    def release(self) -> None:
+        """Finish the file, check it holds every frame written, and move it to ``path``.
+
+        Raises:
+            EmoError: the file is missing, unreadable or short of frames (``path`` untouched).
+        """
+        if self.done:
+            return
+        self.done = True
+        self.writer.release()
+        try:
+            cap = cv2.VideoCapture(str(self.tmp))
+            opened = cap.isOpened()
+            raw = cap.get(cv2.CAP_PROP_FRAME_COUNT) if opened else -1.0
+            found = int(raw) if np.isfinite(raw) and 0 <= raw < 1e9 else None
+            cap.release()
+            # MP4 and AVI give the exact count; containers that estimate it from the duration
+            # may be a frame off, and some give none (then opening the file is the check).
+            if not opened or (found is not None and abs(found - self.frames) > max(1, self.frames // 100)):
+                raise EmoError(
+                    f"could not write video {shown(self.path)}: the file holds {found or 0} of "
+                    f"{self.frames} frames (a full disk?)"
+                )
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise EmoError(f"could not write video {shown(self.path)}: {os_reason(err)}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+
+
+def open_writer(path: str | Path, fps: float, shape: tuple[int, ...]) -> VideoWriter:
+    """A video writer for BGR frames of ``shape``: written beside ``path``, checked and moved
+    into place by ``release`` (:class:`VideoWriter`)."""
+    return VideoWriter(path, fps, shape)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -87,6 +187,7 @@ class FaceTracker:
             self.full_searches += 1
         else:
             self.boxes = np.stack([self._follow(grey, box) for box in self.boxes])
+        self.boxes = usable_boxes(self.boxes, grey.shape)  # each with a pixel in this frame
         self.frame += 1
         return self.boxes
 
@@ -151,21 +252,64 @@ class Smoother:
 class CsvLog:
     """Per-frame predictions, one row per face: ``frame, time_s, face_id, x, y, w, h, label`` and
     one probability column per class. A frame without a face is one row with the same columns,
-    empty after ``time_s``."""
+    empty after ``time_s``.
 
-    def __init__(self, path: str | Path, class_names: Sequence[str]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    The rows go to a temporary file beside ``path``, which ``close`` moves into place.
+
+    Raises:
+        EmoError: ``path`` is a folder, or its folder cannot be created or written (checked
+            here, before any frame), or a write fails (a full disk).
+    """
+
+    def __init__(self, path: str | Path, class_names: Sequence[str], inputs: Sequence[str | Path] = ()):
+        self.path = check_output(path, "--csv", inputs)
         self.class_names = list(class_names)
-        self.file = open(self.path, "w", newline="")  # noqa: SIM115  (closed by close())
+        self.tmp = temp_beside(self.path, f"--csv {shown(self.path)}")
+        try:
+            self.file = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115  (closed by close())
+        except OSError as err:
+            raise EmoError(f"--csv {shown(self.path)}: cannot write there ({os_reason(err)})") from None
         self.writer = csv.writer(self.file)
-        self.writer.writerow(csv_columns(self.class_names))
+        self.done = False
+        self._rows([csv_columns(self.class_names)])
+
+    def _rows(self, rows: list[list]) -> None:
+        try:
+            self.writer.writerows(rows)
+        except OSError as err:
+            self.abort()
+            raise EmoError(f"--csv {shown(self.path)}: could not write ({os_reason(err)})") from None
 
     def write(self, frame: int, time_s: float, faces: Sequence[Face]) -> None:
-        self.writer.writerows(csv_rows(frame, time_s, faces, self.class_names))
+        self._rows(csv_rows(frame, time_s, faces, self.class_names))
+
+    def abort(self) -> None:
+        """Stop and remove the temporary file; ``path`` is left as it was."""
+        self.done = True
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
     def close(self) -> None:
-        self.file.close()
+        """Flush the rows and move the file into place.
+
+        Raises:
+            EmoError: the rows could not be written out (``path`` untouched).
+        """
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise EmoError(f"--csv {shown(self.path)}: could not write ({os_reason(err)})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
 
 def csv_columns(class_names: Sequence[str]) -> list[str]:
