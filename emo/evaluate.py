@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from emo.cli import instantiate, run_hydra_cli
+from emo.cli import check_values, instantiate, run_hydra_cli
 from emo.data.fer2013 import FER2013_CLASSES
 from emo.data.ferplus import FERPLUS_CLASSES
 from emo.data.transforms import normalize_faces, preprocess_faces
@@ -86,6 +86,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "give the checkpoint to score: emo evaluate ckpt_path=RUN/checkpoints/best-....ckpt "
             "(a training run's), or ckpt_path=emo/weights/vgg_s.ckpt (a bundled model's, in a source checkout)"
         )
+    check_values(cfg)
     if cfg.split not in SPLITS:
         raise EmoError(f"split={cfg.split!r} is not valid: use test (PrivateTest) or val (PublicTest)")
     check_tta(cfg.tta)
@@ -107,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
         std=pre.std,
         labels=label_source,
     )
-    datamodule.setup()
+    datamodule.check_splits(cfg.split)  # an empty split fails here, in one line naming it
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
     probs = torch.cat(trainer.predict(model, dataloaders=loader)).float().cpu()  # (N, C)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,7 @@ from emo.data.ferplus import (
     mix_targets,
     people_labels,
 )
+from emo.data.resumable import ResumableLoader, ResumableShuffle
 from emo.data.soft_targets import fingerprint
 from emo.data.transforms import (
     Preprocess,
@@ -47,6 +49,12 @@ from emo.data.transforms import (
 from emo.errors import EmoError
 
 log = logging.getLogger(__name__)
+
+#: The FER-2013 ``Usage`` value and the role of each split, for the messages that name them.
+SPLIT_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+SPLIT_ROLE = {"train": "training", "val": "validation", "test": "test"}
+#: The splits each Lightning stage needs (``None``: a plain ``setup()``, which needs train).
+STAGE_SPLITS = {None: ("train",), "fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class FaceDataset(Dataset):
@@ -244,6 +252,9 @@ class FER2013DataModule(L.LightningDataModule):
     def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Images and remapped labels per split (train/val/test), class subset applied."""
         fer = self.load_arrays()
+        #: Where the faces came from and how many rows each split had before any was dropped.
+        self.source, self.official_val = fer.source, fer.official_val
+        self.source_rows = dict(zip(SPLIT_NAMES, np.bincount(fer.split, minlength=3).tolist()))
         split = fer.split.copy()
         if not fer.official_val:
             holdout = stratified_holdout(fer.labels[split == TRAIN], self.val_fraction, self.split_seed)
@@ -302,8 +313,42 @@ class FER2013DataModule(L.LightningDataModule):
         return ferplus.votes
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+        if not self.datasets:
+            self._build_datasets()
+        self.check_splits(*STAGE_SPLITS.get(stage, ()))
+
+    def check_splits(self, *names: str) -> None:
+        """Fail in one line when one of the splits ``names`` (train, val, test) holds no faces, naming
+        the split and the fix: before any training, not as an ``IndexError`` after it."""
+        if not self.datasets:
+            self._build_datasets()
+        for name in names:
+            if len(self.datasets[name]) == 0:
+                raise EmoError(self._empty_split_message(name))
+
+    def _empty_split_message(self, name: str) -> str:
+        usage, role = SPLIT_USAGE[name], SPLIT_ROLE[name]
+        if self.source_rows[name]:  # rows there were, but none of the chosen classes
+            return (
+                f"{self.source}: the {usage} faces ({role} split) hold none of the classes "
+                f"{', '.join(self.class_names)} ({self.labels} labels): choose data.classes it has"
+            )
+        found = ", ".join(f"{SPLIT_USAGE[k]} {n:,}" for k, n in self.source_rows.items() if n) or "none"
+        why = f"{self.source}: no {usage} faces, so no {role} split (found {found})"
+        if Path(self.source).is_dir():  # the image-folder layout
+            if name == "val":  # only file names with the official prefixes get here
+                return (
+                    f"{why}: name some images {usage}_N.png, or drop the Training_/PrivateTest_ "
+                    "prefixes to hold out data.val_fraction of train/ for validation"
+                )
+            named = f" ({usage}_N.png)" if self.official_val else ""
+            return f"{why}: put {usage} images{named} in {'train' if name == 'train' else 'test'}/<class>/"
+        if self.source.endswith(".npz.xz"):  # emo's compact copy, possibly of some splits only
+            return f"{why}: write the copy again with it (python -m emo.data.compact OUT --splits {name} ...)"
+        fix = f"{why}: the Usage column must mark rows Training, PublicTest and PrivateTest"
+        return fix + (" (without one: test=false to train, split=val to evaluate)" if name == "test" else "")
+
+    def _build_datasets(self) -> None:
         arrays = self.split_arrays()
         for name, (x, y) in arrays.items():
             labels = torch.as_tensor(y, dtype=torch.long)
@@ -337,8 +382,6 @@ class FER2013DataModule(L.LightningDataModule):
             ", ".join(self.class_names),
             self.labels,
         )
-        if len(self.datasets["train"]) == 0:
-            raise EmoError(f"{self.data_dir}: the training split is empty for classes {self.class_names}")
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         return np.bincount(self.datasets[split].labels.numpy(), minlength=self.num_classes)
@@ -347,18 +390,33 @@ class FER2013DataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup()
         ds = self.datasets[split]
+        # Shuffled (training) batches come from a loader whose place in the epoch checkpoints keep.
+        loader_class, sampler = (ResumableLoader, ResumableShuffle(ds)) if shuffle else (DataLoader, None)
         if isinstance(ds, TensorFaces):  # slicing a tensor needs no worker processes
             if self.trainer is not None and split == "train":
                 ds.to(self.trainer.strategy.root_device)  # resident on the GPU
-            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
+            loader = loader_class(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=_whole_batch)
+        else:
+            loader = loader_class(
+                ds,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                drop_last=False,
+            )
+        if shuffle:
+            loader.batches_done = self._batches_trained
+        return loader
+
+    def _batches_trained(self) -> int:
+        """Training batches of the epoch in progress already trained on (0 between epochs): what a
+        checkpoint saved now must skip when it is resumed."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return done if done < trainer.num_training_batches else 0
 
     def add_train_targets(self, targets: torch.Tensor) -> None:
         """Give every training face one more per-face target (e.g. a teacher's probabilities (N, C)),

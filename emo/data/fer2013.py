@@ -26,6 +26,7 @@ import os
 import re
 import tarfile
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,22 +165,38 @@ def _decode(source: Path, on_bad_row: str) -> FerArrays:
     name = source.name.lower()
     if name.endswith(".npz.xz"):
         return read_compact(source)
-    if name.endswith((".tar.gz", ".tgz", ".tar")):
-        with tarfile.open(source) as tar:
-            member = next(
-                (m for m in tar.getmembers() if m.isfile() and m.name.endswith("fer2013.csv")), None
-            )
-            if member is None:
-                raise EmoError(f"{source}: no fer2013.csv inside the archive; {DOWNLOAD_HINT}")
-            raw = tar.extractfile(member)
-            with io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
-                return _read_csv(f, f"{source}:{member.name}", on_bad_row, str(source))
-    opener = gzip.open if name.endswith(".gz") else open
     try:
-        with opener(source, "rt", encoding="utf-8", newline="") as f:
+        if name.endswith((".tar.gz", ".tgz", ".tar")):
+            return _read_tar(source, on_bad_row)
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(source, "rt", encoding="utf-8-sig", newline="") as f:
             return _read_csv(f, str(source), on_bad_row, str(source))
-    except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise EmoError(f"{source}: cannot be read ({err}); download it again") from None
+    except UnicodeDecodeError as err:
+        raise EmoError(
+            f"{source}: not UTF-8 text ({err.reason} at byte {err.start:,}): save it as UTF-8, or download it again"
+        ) from None
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as err:
+        raise EmoError(f"{source}: cannot be read ({_one_line(err)}); download it again") from None
+
+
+def _read_tar(source: Path, on_bad_row: str) -> FerArrays:
+    with tarfile.open(source) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith("fer2013.csv")), None)
+        if member is None:
+            raise EmoError(f"{source}: no fer2013.csv inside the archive; {DOWNLOAD_HINT}")
+        raw = tar.extractfile(member)
+        with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
+            return _read_csv(f, f"{source}:{member.name}", on_bad_row, str(source))
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, for messages that echo what a file holds."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(err: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line (tarfile's list every compression it tried), cut short."""
+    return _short(" ".join(str(err).split()), limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,16 +249,28 @@ def read_compact(source: Path) -> FerArrays:
 
 def _read_csv(f: Iterable[str], name: str, on_bad_row: str, source: str) -> FerArrays:
     reader = csv.reader(f)
-    header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]  # tolerate a UTF-8 BOM
+    try:
+        header = [h.strip() for h in next(reader, [])]  # utf-8-sig has dropped a BOM
+    except csv.Error as err:
+        raise EmoError(f"{name}, line 1: {_one_line(err)}; is this the original fer2013.csv?") from None
     missing = {"emotion", "pixels", "Usage"} - set(header)
     if missing:
+        shown = _short(",".join(header), 80).encode("unicode_escape").decode("ascii") or "(empty)"
         raise EmoError(
-            f"{name}: header is {','.join(header) or '(empty)'}, expected emotion,pixels,Usage; "
-            "is this the original fer2013.csv?"
+            f"{name}: header is {shown}, expected emotion,pixels,Usage; is this the original fer2013.csv?"
         )
     i_label, i_pix, i_usage = header.index("emotion"), header.index("pixels"), header.index("Usage")
     images, labels, split, bad = [], [], [], 0
-    for line, row in enumerate(reader, start=2):  # line 1 is the header
+    rows = enumerate(reader, start=2)  # line 1 is the header
+    while True:
+        try:
+            line, row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as err:  # not a row at all (a field over the csv module's size limit)
+            raise EmoError(
+                f"{name}, line {reader.line_num}: {_one_line(err)}; is this the original fer2013.csv?"
+            ) from None
         if not row:
             continue
         try:
@@ -267,14 +296,18 @@ def _read_csv(f: Iterable[str], name: str, on_bad_row: str, source: str) -> FerA
     )
 
 
+#: A whole number as the CSV writes it (ASCII digits: ``\d`` would also take other scripts' digits).
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _parse_row(row: list[str], i_label: int, i_pix: int, i_usage: int) -> tuple[int, np.ndarray, int]:
     if len(row) <= max(i_label, i_pix, i_usage):
         raise ValueError(f"expected 3 columns, got {len(row)}")
     text_label, text_pix, usage = row[i_label].strip(), row[i_pix], row[i_usage].strip()
-    if not re.fullmatch(r"-?\d+", text_label) or not 0 <= int(text_label) < len(FER2013_CLASSES):
-        raise ValueError(f"emotion {text_label!r} is not a label in 0..{len(FER2013_CLASSES) - 1}")
+    if not _INTEGER.fullmatch(text_label) or not 0 <= int(text_label) < len(FER2013_CLASSES):
+        raise ValueError(f"emotion {_short(text_label)!r} is not a label in 0..{len(FER2013_CLASSES) - 1}")
     if usage not in USAGE_TO_SPLIT:
-        raise ValueError(f"Usage {usage!r} is not one of {', '.join(USAGE_TO_SPLIT)}")
+        raise ValueError(f"Usage {_short(usage)!r} is not one of {', '.join(USAGE_TO_SPLIT)}")
     try:  # fast path; older NumPy warns and stops at the first non-number, newer raises
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -285,8 +318,10 @@ def _parse_row(row: list[str], i_label: int, i_pix: int, i_usage: int) -> tuple[
         tokens = text_pix.split()
         if len(tokens) != N_PIXELS:
             raise ValueError(f"expected {N_PIXELS} pixel values, got {len(tokens)}")
-        token = next(t for t in tokens if not re.fullmatch(r"-?\d+", t))
-        raise ValueError(f"pixel value {token!r} is not an integer")
+        token = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
+        if token is not None:
+            raise ValueError(f"pixel value {_short(token)!r} is not an integer")
+        raise ValueError("pixel values must be whole numbers separated by spaces")
     if pixels.min() < 0 or pixels.max() > 255:
         raise ValueError("pixel values must lie in 0..255")
     return int(text_label), pixels.astype(np.uint8), USAGE_TO_SPLIT[usage]
