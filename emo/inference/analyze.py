@@ -51,11 +51,11 @@ from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS
 from emo.inference.images import IMAGE_SUFFIXES, read_image
+from emo.inference.predict import VIDEO_SUFFIXES
 from emo.inference.preprocess import TTA_MODES
 from emo.inference.recognizer import EmotionRecognizer, Face
 from emo.inference.video import Smoother
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 LIST_SUFFIXES = {".txt", ".lst"}
 #: Default sampling: frames a second of video.
 DEFAULT_FPS = 5.0
