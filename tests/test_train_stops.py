@@ -156,6 +156,19 @@ def test_a_signal_in_an_epochs_last_step_lets_the_epoch_end(make_cfg, tmp_path):
 
 
 def test_ctrl_c_stops_at_the_next_step_and_twice_at_once(make_cfg, tmp_path):
+    # As at a terminal: a job started in the background of a script (CI's, often) inherits an
+    # ignored SIGINT, which training rightly leaves ignored.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            _ctrl_c(make_cfg, tmp_path)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        _ctrl_c(make_cfg, tmp_path)
+
+
+def _ctrl_c(make_cfg, tmp_path):
     with pytest.raises(TrainingStopped, match="by SIGINT at epoch 0, step 1: resume with"):
         train(with_signal(make_cfg(*SHORT, out_dir=tmp_path / "a"), 1, signal.SIGINT))
     assert saved(tmp_path / "a" / "checkpoints" / "last.ckpt")["global_step"] == 1
