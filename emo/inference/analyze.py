@@ -50,11 +50,11 @@ from emo import weights
 from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS
-from emo.inference.images import IMAGE_SUFFIXES, read_image
-from emo.inference.predict import VIDEO_SUFFIXES
+from emo.inference.images import IMAGE_SUFFIXES, read_image, write_bytes
+from emo.inference.predict import VIDEO_SUFFIXES, progress_bar
 from emo.inference.preprocess import TTA_MODES
 from emo.inference.recognizer import EmotionRecognizer, Face
-from emo.inference.video import Smoother
+from emo.inference.video import Smoother, frame_count, stopped_early
 
 LIST_SUFFIXES = {".txt", ".lst"}
 #: Default sampling: frames a second of video.
@@ -373,22 +373,22 @@ def face_rows(
     ]
 
 
-def _frames(path: Path, step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Every ``step``-th frame of a video, one at a time (the others are grabbed, not decoded)."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        n = 0
-        while True:
-            if n % step == 0:
-                ok, frame = cap.read()
-                if not ok:
-                    return
-                yield n, frame
-            elif not cap.grab():
-                return
-            n += 1
-    finally:
-        cap.release()
+def _frames(cap: cv2.VideoCapture, step: int, seen: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Every ``step``-th frame of an open video, one at a time (the others are grabbed, not
+    decoded); ``seen[0]`` counts the frames the file gave."""
+    n = 0
+    while True:
+        if n % step == 0:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            seen[0] = n + 1
+            yield n, frame
+        elif not cap.grab():
+            break
+        else:
+            seen[0] = n + 1
+        n += 1
 
 
 def analyze_source(
@@ -456,17 +456,25 @@ def _analyze(path, source, recognizer, options, faces_out, result, on_frames, re
             on_frames(1)
         return "image", summary, 1, None, None
     cap = cv2.VideoCapture(str(path))
-    opened = cap.isOpened()
-    video_fps = cap.get(cv2.CAP_PROP_FPS) if opened else 0.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
-    cap.release()
-    if not opened:
+    try:
+        return _video(
+            cap, path, source, suffix, recognizer, options, faces_out, result, on_frames, report_dir
+        )
+    finally:
+        cap.release()
+
+
+def _video(cap, path, source, suffix, recognizer, options, faces_out, result, on_frames, report_dir):
+    names = recognizer.class_names
+    summary = _Summary(names)
+    if not cap.isOpened():
         what = (
             "not a video or image emo can read"
             if suffix not in VIDEO_SUFFIXES
             else "cannot be decoded (corrupt, or a codec this OpenCV build lacks)"
         )
         raise EmoError(f"{source}: {what}")
+    video_fps = cap.get(cv2.CAP_PROP_FPS)
     video_fps = video_fps if 1 <= video_fps <= 240 else 30.0
     step = options.step(video_fps)
     # Face ids across sampled frames: a face moves further between samples than between frames.
@@ -478,7 +486,7 @@ def _analyze(path, source, recognizer, options, faces_out, result, on_frames, re
         report = VideoReport(path, names, video_fps / step)
         report_dir = report_dir / f"{path.stem}-{source_key(source)[:8]}"  # same names, other folders
     batch: list[tuple[int, np.ndarray]] = []
-    last = -1
+    seen = [0]
 
     def flush() -> None:
         frames = [f for _, f in batch]
@@ -495,18 +503,15 @@ def _analyze(path, source, recognizer, options, faces_out, result, on_frames, re
             on_frames(len(batch))
         batch.clear()
 
-    for n, frame in _frames(path, step):
+    for n, frame in _frames(cap, step, seen):
         batch.append((n, frame))
-        last = n
         if len(batch) >= options.batch_size:
             flush()
     if batch:
         flush()
     if summary.frames == 0:
         raise EmoError(f"{source}: no frame could be decoded (an empty or corrupt video)")
-    warning = None
-    if total > 0 and last + step < total - 1:
-        warning = f"decoding stopped at frame {last + 1} of {total} (a corrupt file?): the rows cover the frames read"
+    warning = stopped_early(source, seen[0], frame_count(cap))
     if report is not None and report.frames:
         report_dir.mkdir(parents=True, exist_ok=True)
         report.write(report_dir, stderr=True)
@@ -599,18 +604,7 @@ def run_local(
     sources: Sequence[str], out: Path, options: Options, workers: int, report_dir: Path | None, progress: bool
 ) -> list[SourceResult]:
     """The embedded engine: a pool of ``workers`` processes (in this process for 1)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(progress)
     results: list[SourceResult] = []
     with bar:
         task = bar.add_task("sources", total=len(sources))
@@ -813,9 +807,7 @@ def analyze(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_bytes(path, (json.dumps(data, indent=2) + "\n").encode(), "run.json")
 
 
 def read_table(out: str | os.PathLike, table: str = "faces"):
@@ -913,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for r in run.results:
         if r.warning:
-            print(f"warning: {r.source}: {r.warning}", file=sys.stderr)
+            print(f"warning: {r.warning}", file=sys.stderr)
     for r in run.failed:
         print(f"error: {r.error}", file=sys.stderr)
     if run.earlier_failures:

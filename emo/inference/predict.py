@@ -74,6 +74,20 @@ BATCH = 16
 BATCH_PIXELS = MAX_PIXELS
 
 
+def progress_bar(show: bool) -> Progress:
+    """A bar (description, bar, done/total, time left) on stderr that clears when done; shared
+    by emo predict's videos and emo analyze's sources and frames."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+        transient=True,
+    )
+
+
 def expand(paths: list[str], errors: list[str] | None = None) -> Iterator[Path]:
     """Files named on the command line, folders replaced by their images and videos (sorted);
     a folder that cannot be listed is added to ``errors``."""
@@ -248,15 +262,7 @@ class Predictor:
         total = frame_count(cap)
         ids = Smoother(alpha=0.0)  # face ids across frames; the probabilities are each frame's own
         report = VideoReport(file, self.model.class_names, fps) if self.report_dir else None
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not self.progress,
-            transient=True,
-        )
+        bar = progress_bar(self.progress)
         failed = None
         try:
             bar.start()
