@@ -23,6 +23,9 @@ from emo.paths import WEIGHTS_DIR
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 YUNET_PATH = WEIGHTS_DIR / "detectors" / "face_detection_yunet_2023mar.onnx"
+#: The same network declaring any input size, for onnxruntime (the on-device page):
+#: scripts/yunet_anysize.py writes it from YUNET_PATH.
+YUNET_ANYSIZE_PATH = WEIGHTS_DIR / "detectors" / "face_detection_yunet_2023mar_anysize.onnx"
 #: YuNet's crop from its landmarks: side = YUNET_FRAMING x (eye distance + eyes-to-mouth distance),
 #: centred YUNET_CENTRE of that length from the eyes-mouth midpoint (x right, y down). Measured on
 #: 600 Training faces (benchmarks/framing.py): landmarks vary less than YuNet's box (relative IQR
