@@ -27,15 +27,28 @@ $(STAMP):
 	$(PY) -m pip install -q -e ".[dev]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# onnxruntime-web for the on-device page (emo/inference/web/vendor/, git-ignored): npm ci at the
+# version web/package-lock.json pins, then its WebAssembly build and licence copied into the package.
+WEB_VENDOR := emo/inference/web/vendor
+ORT_DIST := web/node_modules/onnxruntime-web/dist
+$(WEB_VENDOR)/.installed-$(shell sha1sum web/package-lock.json | cut -c1-12): web/package-lock.json web/LICENSE-onnxruntime-web.txt
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@rm -rf $(WEB_VENDOR) && mkdir -p $(WEB_VENDOR)
+	cp $(ORT_DIST)/ort.wasm.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm $(WEB_VENDOR)/
+	cp web/LICENSE-onnxruntime-web.txt $(WEB_VENDOR)/LICENSE
+	@touch $@
+
+web: $(WEB_VENDOR)/.installed-$(shell sha1sum web/package-lock.json | cut -c1-12) ## onnxruntime-web for the on-device page (npm ci in web/, copied into emo/inference/web/vendor/)
+
 demo: $(STAMP) ## the pretrained model on sample images and a sample video (writes outputs/demo)
 	$(PY) -m emo.inference.demo --out outputs/demo
 
-serve: $(STAMP) ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-serve; ARGS="--port 8080 ...")
+serve: $(STAMP) web ## the webcam page and JSON API on http://127.0.0.1:8000 (emo-serve; ARGS="--port 8080 ...")
 	$(VENV)/bin/emo-serve $(ARGS)
 
-install: $(STAMP) ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
+install: $(STAMP) web ## create or refresh the virtual environment (.venv, or VENV=dir) with emo and its dev tools
 
-test: $(STAMP) ## run the fast test suite (synthetic data, in-process, one worker per core up to 4: under a minute on 2)
+test: $(STAMP) web ## run the fast test suite (synthetic data, in-process, one worker per core up to 4: under a minute on 2)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 $(RT_STAMP):
@@ -44,7 +57,7 @@ $(RT_STAMP):
 	$(RT_VENV)/bin/pip install -q . pytest
 	@touch $@
 
-dist: $(STAMP) ## build the wheel and the sdist into dist/ (python -m build); fails on any setuptools warning
+dist: $(STAMP) web ## build the wheel and the sdist into dist/ (python -m build); fails on any setuptools warning
 	@rm -rf dist && mkdir -p dist
 	@$(PY) -m build --outdir dist . > dist/build.log 2>&1 || { tail -30 dist/build.log; exit 1; }
 	@# byte-compiling is skipped where PYTHONDONTWRITEBYTECODE is set: a note about this machine, not the package.
@@ -62,10 +75,10 @@ test-runtime: $(RT_STAMP) dist ## the tests marked runtime against the built whe
 	dist/venv-sdist/bin/pytest -q -p no:cacheprovider --import-mode=importlib -o pythonpath= -m runtime tests/test_runtime.py
 	@rm -rf dist/venv-sdist
 
-test-slow: $(STAMP) ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
+test-slow: $(STAMP) web ## run only the slow tests (launches, notebooks, ONNX, every experiment, real FER-2013 when present)
 	$(PY) -m pytest -q -m slow
 
-test-full: $(STAMP) ## run every test
+test-full: $(STAMP) web ## run every test
 	$(PY) -m pytest -q -m "slow or not slow"
 
 train: $(STAMP) ## train the bundled cnn3 on FER-2013 (in data/fer2013 or EMO_DATA_DIR): the command people type
@@ -113,7 +126,7 @@ docs: $(STAMP) ## build the documentation site into site/ (mkdocs build --strict
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	@echo "site/index.html"
 
-docs-serve: $(STAMP) ## the documentation site, live-reloading, on http://127.0.0.1:8001
+docs-serve: $(STAMP) web ## the documentation site, live-reloading, on http://127.0.0.1:8001
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 docs-images: $(STAMP) ## the documentation's pictures in docs/images/ (Xvfb, chromium; confusion.png needs FER-2013: DATA=dir or EMO_DATA_DIR)
@@ -131,4 +144,4 @@ clean: ## delete caches (not outputs/ or the venv)
 	rm -rf .pytest_cache .ruff_cache build dist site *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help help-research demo serve install test test-runtime dist docs docs-serve docs-images docs-tables test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean
+.PHONY: help help-research web demo serve install test test-runtime dist docs docs-serve docs-images docs-tables test-slow test-full train train-cnn3-v1 train-small queue queue-status queue-stop queue-save evaluate gpu-bundle notebooks tensorboard format lint clean

@@ -35,6 +35,10 @@ YUNET_FRAMING = 1.40
 YUNET_CENTRE = (0.0, -0.085)
 #: YuNet's score needed to keep a face, chosen on PublicTest scenes (benchmarks/scenes.py).
 YUNET_SCORE = 0.6
+#: YuNet's non-maximum suppression: boxes overlapping a better one by more than this IoU go, and
+#: only the best YUNET_TOP_K candidates take part.
+YUNET_NMS = 0.3
+YUNET_TOP_K = 64
 #: Crop side / Haar box side. On 1,200 PrivateTest faces (upscaled, border-padded) FER-2013's side
 #: is 1.03x Haar's box (median; IQR 0.96-1.11), and cnn3's accuracy on faces re-cropped from the
 #: box is flat from 0.9 to 1.1 (59-61%), then falls (54% at 1.4): benchmarks/framing.py.
@@ -290,7 +294,7 @@ class YuNetDetector:
         max_side: int | None = 640,
         min_face: int = 24,
         score_threshold: float = YUNET_SCORE,
-        nms_threshold: float = 0.3,
+        nms_threshold: float = YUNET_NMS,
         framing: float = YUNET_FRAMING,
         centre: tuple[float, float] = YUNET_CENTRE,
     ):
@@ -301,13 +305,14 @@ class YuNetDetector:
         try:
             with _opencv_warnings_off():
                 self.net = cv2.FaceDetectorYN.create(
-                    str(YUNET_PATH), "", (320, 320), score_threshold, nms_threshold, 64
+                    str(YUNET_PATH), "", (320, 320), score_threshold, nms_threshold, YUNET_TOP_K
                 )
         except cv2.error as err:
             raise EmoError(
                 f"cannot load YuNet from {YUNET_PATH} ({err.msg.strip()}): reinstall emo"
             ) from None
         self.size = (320, 320)
+        self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, YUNET_TOP_K
         self.max_side, self.min_face = max_side, min_face
         self.framing, self.centre = framing, centre
 
