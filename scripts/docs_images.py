@@ -55,7 +55,7 @@ from PIL import Image
 from emo import weights
 from emo.errors import EmoError
 from emo.inference.draw import COLOURS
-from emo.samples import sample_path, sample_video
+from emo.samples import sample_path, sample_video, write_y4m
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,17 +241,6 @@ def write_png(image: Image.Image, path: Path, max_bytes: int = MAX_BYTES) -> int
 
 def from_bgr(frame: np.ndarray) -> Image.Image:
     return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-
-
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
-    """BGR frames as a YUV4MPEG2 (4:2:0) video, the format of chromium's fake camera: a header
-    line, then per frame ``FRAME`` and the Y, U and V planes."""
-    height, width = frames[0].shape[:2]
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return path
 
 
 def two_faces_frames(n_frames: int = 90, size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:

@@ -15,8 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -24,23 +22,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
 from emo.inference import serve  # noqa: E402
-from emo.samples import moving_face_frames, sample_path  # noqa: E402
+from emo.samples import moving_face_frames, sample_path, write_y4m  # noqa: E402
 
 CHROMIUM = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM, reason="no chromium: apt-get install chromium, or set EMO_CHROMIUM"),
 ]
-
-
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
-    """BGR frames as a YUV4MPEG2 (4:2:0) video, the format chromium's fake camera plays."""
-    height, width = frames[0].shape[:2]
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())  # Y, U, V planes
-    return path
 
 
 class ServerThread:

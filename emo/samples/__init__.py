@@ -55,6 +55,18 @@ def moving_face_frames(
     return frames
 
 
+def write_y4m(path: str | Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    """BGR frames as a YUV4MPEG2 (4:2:0) video, the format chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``): a header line, then per frame ``FRAME`` and the Y, U
+    and V planes."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return Path(path)
+
+
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     """Write BGR frames as an MP4 (``mp4v``, which every OpenCV wheel can encode)."""
     from emo.inference.video import open_writer  # the one place that opens an emo video writer
