@@ -1,7 +1,9 @@
-"""emo over HTTP: a JSON API, a WebSocket for live frames and a webcam page (FastAPI + uvicorn).
+"""emo over HTTP: the on-device page, a JSON API, a WebSocket for live frames and the server-side
+webcam page (FastAPI + uvicorn).
 
     emo-serve                                      # http://127.0.0.1:8000: the page; /docs: the API
     emo-serve --model cnn3 --backend onnx --port 8080
+    emo-serve --host 0.0.0.0 --https               # a phone on the LAN (browsers want https for a camera)
     curl -F file=@photo.jpg http://127.0.0.1:8000/predict     # the model's recorded TTA
     curl -F file=@photo.jpg 'http://127.0.0.1:8000/predict?tta=none'
 
@@ -15,8 +17,13 @@
   ``dropped`` (frames overwritten so far) and ``ms``. Latest frame wins: a frame that arrives
   while the previous one is being classified replaces any frame still waiting, so a slow client
   never builds a queue.
-- ``GET /``: the webcam page (``static/``); ``/docs``: the OpenAPI docs, with Swagger UI served
-  from the ``fastapi-offline`` wheel. Nothing comes from a CDN: it all works offline.
+- ``GET /``: the on-device page (``emo.inference.webapp``: the camera, YuNet and the default or
+  fast model run in the browser, and no frame reaches this server), with its runtime, models,
+  ``config.json`` and service worker beside it; ``/server``: the server-side webcam page
+  (``static/``: frames go to ``/live``, photos to ``/predict``); ``/docs``: the OpenAPI docs, with
+  Swagger UI served from the ``fastapi-offline`` wheel. Nothing comes from a CDN: it all works
+  offline. Where onnxruntime-web is missing (a checkout without ``make web``), ``/`` is the
+  server-side page and the log says how to get the other.
 
 Every error is JSON ``{"detail": "<one line: the problem and the fix>"}``, as the OpenAPI schema
 (``/openapi.json``) says: not an image (an empty or corrupt file, or a kind of image OpenCV
@@ -36,9 +43,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
+import shutil
+import socket
+import subprocess
 import time
 import warnings
 from collections.abc import Iterable
@@ -59,12 +71,13 @@ from emo.inference.images import MAX_PIXELS
 from emo.inference.preprocess import TTA_MODES
 from emo.inference.realtime import REALTIME_DETECTOR
 from emo.inference.recognizer import EmotionRecognizer
+from emo.inference.webapp import WEB_MODELS, site
 
 try:  # the serve extra is optional: cli() names what is missing
     import uvicorn
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile, WebSocket
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel
@@ -92,6 +105,21 @@ assert Tta.__args__ == TTA_MODES  # one list of TTA modes (emo.models.module)
 #: What the client should send instead, in every "not an image" answer.
 FORMATS = "send a JPEG, PNG, BMP or WebP image"
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Content types of the on-device page's files (a module script must be served as JavaScript).
+WEB_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+#: Files a browser must ask for again each visit (they name everything else).
+WEB_REVALIDATE = {"", "index.html", "sw.js", "config.json"}
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -416,6 +444,7 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     live_recognizer: EmotionRecognizer | None = None,
     allow_origins: Iterable[str] = (),
+    web_models: Iterable[str] | None = WEB_MODELS,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (see the module docstring for the endpoints).
 
@@ -426,6 +455,8 @@ def create_app(
         live_recognizer: what classifies ``/live`` frames; default: ``video_recognizer(recognizer)``.
         allow_origins: origins (``https://host[:port]``, or ``*`` for any) whose pages may call the
             API from a browser, besides the server's own; they get CORS headers.
+        web_models: the models the on-device page at ``/`` offers (bundled names or purposes);
+            ``None``: no on-device page (``/`` is the server-side page).
 
     Raises:
         EmoError: the serve extra is missing, or an origin is malformed.
@@ -481,9 +512,23 @@ def create_app(
     async def internal(request: Request, exc: Exception) -> JSONResponse:  # JSON, not text/plain
         return JSONResponse({"detail": "internal error: see the server log"}, 500)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> FileResponse:
+    @app.get("/server", response_class=HTMLResponse, include_in_schema=False)
+    async def server_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    web = None
+    if web_models is not None:
+        try:
+            web = site(list(web_models), server=True)
+        except EmoError as err:
+            log.warning("no on-device page at / (the server-side page is there instead): %s", err)
+    if web is None:
+        app.add_api_route(
+            "/", server_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
+        )
+    else:
+        for key, value in {"": web["index.html"], **web}.items():
+            app.add_api_route(f"/{key}", web_file(key, value), methods=["GET"], include_in_schema=False)
 
     @app.get("/health", response_model=Health, responses=error_responses(403, 408))
     async def health() -> dict[str, Any]:
@@ -584,6 +629,19 @@ def create_app(
     return app
 
 
+def web_file(key: str, value: Path | bytes) -> Any:
+    """A route answering one file of the on-device page."""
+    media_type = WEB_TYPES.get(Path(key or "index.html").suffix, "application/octet-stream")
+    headers = {"Cache-Control": "no-cache"} if key in WEB_REVALIDATE else {}
+
+    async def answer() -> Response:
+        if isinstance(value, bytes):
+            return Response(value, media_type=media_type, headers=headers)
+        return FileResponse(value, media_type=media_type, headers=headers)
+
+    return answer
+
+
 def server_config(
     app: Any,
     host: str = "127.0.0.1",
@@ -591,8 +649,10 @@ def server_config(
     timeout: float = TIMEOUT,
     max_upload: int = MAX_UPLOAD,
     log_level: str = "info",
+    tls: tuple[str | Path, str | Path] | None = None,
 ) -> uvicorn.Config:
-    """uvicorn's settings for ``app``: the read deadline (``timed_protocol``) and the WebSocket cap."""
+    """uvicorn's settings for ``app``: the read deadline (``timed_protocol``), the WebSocket cap
+    and, with ``tls`` (certificate, key), https."""
     # Frames up to twice the limit are read and answered {"error": ...}; bigger ones are cut off
     # by the WebSocket layer itself (close code 1009), so nobody can make the server buffer more.
     return uvicorn.Config(
@@ -603,6 +663,8 @@ def server_config(
         http=timed_protocol(timeout),
         h11_max_incomplete_event_size=MAX_HEAD,
         ws_max_size=2 * max_upload,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
 
 
@@ -656,6 +718,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: only the server's own pages",
     )
     parser.add_argument(
+        "--https",
+        action="store_true",
+        help="serve over https, which a phone's browser needs to open the camera (localhost is fine "
+        "without): with --certfile/--keyfile, else a self-signed certificate made once with openssl",
+    )
+    parser.add_argument("--certfile", metavar="PEM", help="the https certificate (e.g. from mkcert)")
+    parser.add_argument("--keyfile", metavar="PEM", help="its private key")
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return parser.parse_args(argv)
@@ -677,6 +747,67 @@ def check_args(args: argparse.Namespace) -> None:
         if not 0 < value < float("inf"):
             raise EmoError(f"{name} {value:g}: give a number above 0")
     allowed_origins(args.allow_origin)
+    if (args.certfile or args.keyfile) and not args.https:
+        raise EmoError("--certfile and --keyfile go with --https: add --https")
+    if bool(args.certfile) != bool(args.keyfile):
+        raise EmoError(
+            "--https needs both --certfile and --keyfile (or neither, for a self-signed certificate)"
+        )
+    for name, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+        if path and not Path(path).is_file():
+            raise EmoError(
+                f"{name} {path}: no such file: give the PEM file, or leave both out for a self-signed one"
+            )
+
+
+def lan_address() -> str | None:
+    """This machine's address on its local network (the route a UDP socket would take; nothing is
+    sent), for the URL a phone should open; ``None`` without a network."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.254.254.254", 1))
+        return s.getsockname()[0]
+    return None
+
+
+def self_signed(folder: Path | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate and key for https on this machine (localhost, 127.0.0.1 and its
+    LAN address), made once with the ``openssl`` command into ``$EMO_CACHE_DIR/tls`` and reused
+    until 30 days before it expires (it lasts 825 days, the most Apple's devices accept).
+
+    Raises:
+        EmoError: no ``openssl`` command, or it failed.
+    """
+    folder = (
+        folder or Path(os.environ.get("EMO_CACHE_DIR", Path.home() / ".cache" / "emo")).expanduser() / "tls"
+    )
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    names = ["DNS:localhost", "IP:127.0.0.1"] + [f"IP:{ip}" for ip in [lan_address()] if ip]
+    stamp = folder / "names.txt"
+    fresh = (
+        cert.is_file()
+        and key.is_file()
+        and stamp.is_file()
+        and stamp.read_text() == ",".join(names)
+        and time.time() - cert.stat().st_mtime < 795 * 86400
+    )
+    if fresh:
+        return cert, key
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise EmoError(
+            "--https needs a certificate: give --certfile and --keyfile (e.g. made by mkcert), or install openssl"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "825"]
+    cmd += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=emo-serve"]
+    cmd += ["-addext", f"subjectAltName={','.join(names)}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmoError(f"openssl could not make a certificate ({why}): give --certfile and --keyfile")
+    key.chmod(0o600)
+    stamp.write_text(",".join(names))
+    return cert, key
 
 
 @exit_on_emo_error
@@ -692,9 +823,22 @@ def cli(argv: list[str] | None = None) -> None:
     app = create_app(
         recognizer, max_upload=max_upload, max_pixels=args.max_pixels, allow_origins=args.allow_origin
     )
-    where = f"http://{args.host}:{args.port}/" if args.port else f"a free port of {args.host} (below)"
-    print(f"emo-serve: {recognizer!r} on {where} (API docs: /docs)", flush=True)
-    config = server_config(app, args.host, args.port, args.timeout, max_upload, args.log_level)
+    scheme = "https" if args.https else "http"
+    tls = ((args.certfile, args.keyfile) if args.certfile else self_signed()) if args.https else None
+    where = f"{scheme}://{args.host}:{args.port}/" if args.port else f"a free port of {args.host} (below)"
+    print(f"emo-serve: {recognizer!r} on {where} (API docs: /docs; server-side page: /server)", flush=True)
+    if args.host in ("0.0.0.0", "::") and args.port:
+        lan = lan_address()
+        if lan:
+            print(f"emo-serve: on this network, open {scheme}://{lan}:{args.port}/", flush=True)
+        if not args.https:
+            print("emo-serve: a phone's browser opens the camera only on https: add --https", flush=True)
+    if tls and not args.certfile:
+        print(
+            f"emo-serve: https with a self-signed certificate ({tls[0]}): each browser warns once; accept it",
+            flush=True,
+        )
+    config = server_config(app, args.host, args.port, args.timeout, max_upload, args.log_level, tls)
     uvicorn.Server(config).run()
 
 

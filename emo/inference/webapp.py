@@ -18,6 +18,7 @@ pinned in ``web/package-lock.json``) and copies its WebAssembly build and licenc
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import inspect
 import json
@@ -72,6 +73,11 @@ def check_vendor() -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _model_entry(purpose: str) -> str:
+    return json.dumps(model_entry(purpose))
+
+
 def model_entry(purpose: str) -> dict[str, Any]:
     """config.json's entry for the bundled model a purpose (or name) picks: its file (the backend
     the index records: int8 where that keeps the fp32 file's accuracy) and what the file itself
@@ -107,7 +113,7 @@ def web_config(models: Sequence[str] = WEB_MODELS) -> dict[str, Any]:
     photo = {k: v.default for k, v in inspect.signature(YuNetDetector).parameters.items()}
     entries, seen = [], set()
     for purpose in models:
-        entry = model_entry(purpose)
+        entry = json.loads(_model_entry(purpose))  # each file's metadata read once per process
         if entry["name"] in seen:  # two purposes that pick one model: offered once
             continue
         seen.add(entry["name"])
@@ -152,7 +158,7 @@ def site(models: Sequence[str] = WEB_MODELS, server: bool = False) -> dict[str, 
     files.update({f"vendor/{name}": VENDOR_DIR / name for name in VENDOR_FILES})
     files[config["detector"]["file"]] = YUNET_ANYSIZE_PATH
     for entry in config["models"]:
-        files[entry["file"]] = Path(entry.pop("_path"))
+        files[entry["file"]] = Path(entry.pop("_path"))  # where the file is: not for the page
     files["config.json"] = json.dumps(config, indent=1).encode()
     digest = hashlib.sha256()
     for key in sorted(files):
@@ -187,7 +193,9 @@ def export_web(out: str | Path, models: Sequence[str] = WEB_MODELS, overwrite: b
     if out.exists() and not out.is_dir():
         raise EmoError(f"export-web: {shown(out)} is a file: give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise EmoError(f"export-web: {shown(out)} is not empty: give a new folder, or --overwrite to replace it")
+        raise EmoError(
+            f"export-web: {shown(out)} is not empty: give a new folder, or --overwrite to replace it"
+        )
     files = site(models)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -203,7 +211,9 @@ def export_web(out: str | Path, models: Sequence[str] = WEB_MODELS, overwrite: b
         os.replace(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise EmoError(f"export-web: cannot write {shown(out)} ({os_reason(err)}): give a folder you can write") from None
+        raise EmoError(
+            f"export-web: cannot write {shown(out)} ({os_reason(err)}): give a folder you can write"
+        ) from None
     return out
 
 
@@ -234,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         weights.resolve_name(name)  # an unknown name fails in one line before anything is written
     out = export_web(args.out, models, args.overwrite)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {out}/ ({size / 1e6:.1f} MB): serve it with python -m http.server 8000 -d {out}", file=sys.stderr)
+    print(
+        f"wrote {out}/ ({size / 1e6:.1f} MB): serve it with python -m http.server 8000 -d {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
