@@ -13,7 +13,8 @@ and after ``--seconds`` s:
 
 * browser FPS: camera frames processed a second, end to end (grab, grey, detect or track,
   classify, smooth, draw); the fake camera delivers 30 a second, so it cannot exceed ~30;
-* browser ms/frame: the processing time of a frame (grab to result), whatever the camera's rate;
+* browser ms/frame: the page's own time per frame (grab, detect, classify, smooth, draw the box and
+  list the scores), whatever the camera's rate;
 * browser model ms/face: the classifier's network run (``session.run``) per face classified.
 
 Then, with the browser closed, the Python runtime (``emo.inference.realtime.load_model``, one
@@ -260,8 +261,10 @@ def main() -> None:
     chromium = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         fail("no chromium: apt-get install chromium, or set EMO_CHROMIUM=/path/to/chromium")
+    if not Path(chromium).is_file():
+        fail(f"EMO_CHROMIUM={chromium} is not a file: apt-get install chromium, or point it at one")
     try:
-        import playwright.async_api  # noqa: F401
+        from playwright.async_api import Error as PlaywrightError
     except ImportError:
         fail("Playwright for Python is missing: pip install playwright (its browser download is not needed)")
 
@@ -286,6 +289,8 @@ def main() -> None:
             )
         except PageError as err:
             fail(str(err))
+        except PlaywrightError as err:  # the browser did not start, or the page did not answer
+            fail(f"chromium ({chromium}): {str(err).strip().splitlines()[0]}")
         finally:
             server.shutdown()
             server.server_close()
@@ -323,8 +328,8 @@ def main() -> None:
     print()
     print(
         f"The fake camera delivers {CAMERA_FPS} frames/s, so browser FPS cannot exceed ~{CAMERA_FPS}; "
-        f"the bar is >= {BAR_FPS:g} FPS end to end. Browser ms/frame is the processing alone "
-        f"(1000/ms is the rate the page could keep with a faster camera)."
+        f"the bar is >= {BAR_FPS:g} FPS end to end. Browser ms/frame is the page's work alone, "
+        f"drawing included (1000/ms is the rate it could keep with a faster camera)."
     )
     for b in browser:
         py = python[b["model"]]

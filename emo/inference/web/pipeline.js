@@ -29,13 +29,13 @@ function toU8(x) {
 // ------------------------------------------------------------------------------- images
 /**
  * A grey image {data: Uint8Array, width, height} from RGBA pixels (ImageData), as OpenCV's
- * cvtColor(BGR2GRAY) computes it: fixed point, 14 bits.
+ * cvtColor(BGR2GRAY) computes 8-bit images: fixed point, 15 bits.
  */
 export function grey(rgba, width, height) {
   const n = width * height;
   const out = new Uint8Array(n);
   for (let i = 0, j = 0; i < n; i++, j += 4) {
-    out[i] = (rgba[j] * 4899 + rgba[j + 1] * 9617 + rgba[j + 2] * 1868 + 8192) >> 14;
+    out[i] = (rgba[j] * 9798 + rgba[j + 1] * 19235 + rgba[j + 2] * 3735 + 16384) >> 15;
   }
   return { data: out, width, height };
 }
