@@ -331,7 +331,8 @@ def wait_for_labels(
 
 
 def web_app_png(tmp: Path, out: Path) -> list[Path]:
-    """emo serve's page in headless chromium, its fake camera playing the two sample faces."""
+    """emo serve's pages in headless chromium, its fake camera playing the two sample faces: the
+    on-device page (``/``) on a desktop and a phone, and the server-side page (``/server``)."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
@@ -350,21 +351,33 @@ def web_app_png(tmp: Path, out: Path) -> list[Path]:
             except PlaywrightError as e:
                 raise Failed(f"chromium did not start: {str(e).splitlines()[0]}") from None
             try:
-                for name, view in PAGE_VIEWS.items():
+                shots = [(name, view, "/") for name, view in PAGE_VIEWS.items()]
+                shots.append(("web-app-server.png", PAGE_VIEWS["web-app.png"], "/server"))
+                for name, view, where in shots:
                     context = browser.new_context(color_scheme="light", **view)
                     page = context.new_page()
                     errors: list[str] = []
                     page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
-                    page.goto(f"{url}/")
-                    page.wait_for_function("classes.length > 0", timeout=30_000)  # /health answered
-                    page.click("#camera")
+                    page.goto(f"{url}{where}")
                     try:
-                        page.wait_for_function("faces.length >= 2 && answered.length >= 3", timeout=60_000)
+                        if where == "/":  # the on-device page: both networks run in chromium
+                            page.wait_for_function("window.emo !== undefined", timeout=30_000)
+                            page.evaluate("window.emo.ready.then(() => true)")
+                            page.click("#start")
+                            page.wait_for_function(
+                                "emo.stats.faces >= 2 && emo.stats.frames >= 30", timeout=60_000
+                            )
+                        else:  # the server-side page: frames go to /live
+                            page.wait_for_function("classes.length > 0", timeout=30_000)  # /health answered
+                            page.click("#camera")
+                            page.wait_for_function(
+                                "faces.length >= 2 && answered.length >= 3", timeout=60_000
+                            )
+                            page.wait_for_timeout(1000)  # a few more answers: a steady frame rate
+                            page.wait_for_function("faces.length >= 2", timeout=30_000)
                     except PlaywrightError:
                         status = page.locator("#status").inner_text()
-                        raise Failed(f"the page showed no two labelled faces ({status}) {errors}") from None
-                    page.wait_for_timeout(1000)  # a few more answers: a steady frame rate
-                    page.wait_for_function("faces.length >= 2", timeout=30_000)
+                        raise Failed(f"{where} showed no two labelled faces ({status}) {errors}") from None
                     image = Image.open(io.BytesIO(page.screenshot()))
                     context.close()
                     if errors:

@@ -39,12 +39,16 @@ def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpo
     """What `pip install .` gets: every Hydra config, every bundled ONNX model and its index, the
     detector, the page and the samples; no training checkpoint. Built from a copy of the tracked
     files, so the checkout gets no build/ folder."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     src = tmp_path / "src"
     copy_tracked(src)
+    vendor = ROOT / "emo" / "inference" / "web" / "vendor"  # git-ignored: `make web` puts it there
+    if vendor.is_dir():
+        shutil.copytree(vendor, src / "emo" / "inference" / "web" / "vendor")
     done = subprocess.run(
         [
             sys.executable,
@@ -70,6 +74,19 @@ def test_the_wheel_builds_without_warnings_and_ships_the_runtime_not_the_checkpo
     models = {f"emo/weights/{p.name}" for p in (ROOT / "emo" / "weights").glob("*.onnx")}
     assert len(models) >= 7 and models <= names and "emo/weights/index.json" in names
     assert {"emo/inference/static/index.html", "emo/samples/astronaut.png"} <= names
+    web = {f"emo/inference/web/{p.name}" for p in (ROOT / "emo" / "inference" / "web").glob("*.*")}
+    assert {"emo/inference/web/pipeline.js", "emo/inference/web/sw.js"} <= web <= names
+    if vendor.is_dir():  # onnxruntime-web and its licence ship; make web's stamp does not
+        shipped = {n for n in names if n.startswith("emo/inference/web/vendor/")}
+        assert shipped == {
+            f"emo/inference/web/vendor/{f}"
+            for f in (
+                "ort.wasm.min.mjs",
+                "ort-wasm-simd-threaded.mjs",
+                "ort-wasm-simd-threaded.wasm",
+                "LICENSE",
+            )
+        }
     assert any(n.startswith("emo/weights/detectors/") and n.endswith(".onnx") for n in names)
     assert not [n for n in names if n.endswith(".ckpt")]  # the runtime never opens a checkpoint
 

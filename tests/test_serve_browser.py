@@ -90,7 +90,7 @@ def test_page_shows_a_labelled_face_box_from_the_camera(tmp_path):
             page = browser.new_page(viewport={"width": 1000, "height": 820})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url + "/")
+            page.goto(server.url + "/server")  # the server-side page (/ is the on-device one)
             page.wait_for_function("classes.length > 0", timeout=30_000)  # /health answered
             page.click("#camera")
             page.wait_for_selector("#faces li", timeout=60_000)

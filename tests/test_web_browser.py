@@ -1,0 +1,413 @@
+"""The on-device page in a real browser: Debian's chromium driven by Playwright (no browser
+download), its fake camera playing a clip of the sample faces.
+
+- parity: on the samples and generated scenes with faces of several sizes, the page's own
+  pipeline gives ``EmotionRecognizer.predict``'s boxes (IoU >= 0.9), labels (>= 98% of faces) and
+  probabilities (within 0.02), for the default and the fast model;
+- real use: ``emo serve``'s landing page finds and labels the faces of the camera on a desktop and
+  in a phone's viewport (390x844, touch), with no request after the page and its models loaded,
+  and saves a screenshot of each;
+- offline: ``emo export-web``'s folder served by ``python -m http.server`` works the same, and
+  after one visit it opens and runs with the server gone (the service worker);
+- bad cases in plain words: camera permission denied, no camera, no WebAssembly SIMD, a model file
+  that fails to load.
+
+Screenshots go to ``$EMO_TEST_ARTIFACTS`` when set, else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emo import EmotionRecognizer
+from emo.inference import webapp
+from emo.inference.video import iou
+from emo.samples import moving_face_frames, sample_path, write_y4m
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM, reason="no chromium: apt-get install chromium, or set EMO_CHROMIUM"),
+    pytest.mark.skipif(
+        bool(webapp.vendor_missing()), reason="onnxruntime-web is not installed here: make web"
+    ),
+]
+#: Chromium as a test machine runs it: no background traffic, no first-run UI.
+QUIET = ["--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def camera_flags(clip: Path | None, grant: bool = True) -> list[str]:
+    flags = list(QUIET)
+    if clip is not None:
+        flags += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip}"]
+    if grant:
+        flags.append("--use-fake-ui-for-media-stream")
+    return flags
+
+
+class StaticServer:
+    """``python -m http.server`` on a folder, in a thread (a free port of 127.0.0.1)."""
+
+    def __init__(self, folder: Path):
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __exit__(self, *exc):
+        if self.thread.is_alive():
+            self.stop()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class EmoServer:
+    """``emo serve``'s app under uvicorn with its own settings, in a thread."""
+
+    def __init__(self):
+        uvicorn = pytest.importorskip("uvicorn")
+        from emo.inference import serve
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        app = serve.create_app(EmotionRecognizer.from_pretrained("fast"))
+        self.server = uvicorn.Server(serve.server_config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "emo serve did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    out = Path(os.environ.get("EMO_TEST_ARTIFACTS") or tmp_path_factory.mktemp("screens"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 30 frames/s 640x480 clip of the astronaut's face gliding (about 150 px wide)."""
+    return write_y4m(tmp_path_factory.mktemp("clip") / "face.y4m", moving_face_frames(90))
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory) -> Path:
+    return webapp.export_web(tmp_path_factory.mktemp("export") / "site")
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+def open_page(browser, url: str, **context_args):
+    context = browser.new_context(**context_args)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return context, page, errors
+
+
+def wait_ready(page) -> None:
+    page.wait_for_function("window.emo !== undefined", timeout=30_000)
+    page.evaluate("window.emo.ready.then(() => true)")
+
+
+def status(page) -> tuple[str, bool]:
+    return page.inner_text("#status"), "error" in (page.get_attribute("#status", "class") or "")
+
+
+# ------------------------------------------------------------------------------ parity
+def scenes() -> dict[str, np.ndarray]:
+    """The two samples, and scenes of faces of several sizes (30 to 300 px, some cut by the border)
+    pasted on textured backgrounds, 640x480 and 1280x720."""
+    rng = np.random.default_rng(7)
+    faces = {n: cv2.imread(str(sample_path(n))) for n in ("astronaut", "camera")}
+    out = dict(faces)
+    layouts = [
+        ((640, 480), [("astronaut", 300, 40, 60), ("camera", 220, 380, 200)]),
+        ((640, 480), [("astronaut", 160, 20, 20), ("camera", 160, 240, 20), ("astronaut", 120, 460, 300)]),
+        ((640, 480), [("astronaut", 96, 50, 50), ("camera", 128, 200, 250), ("astronaut", 200, 420, 40)]),
+        (
+            (1280, 720),
+            [("astronaut", 400, 100, 150), ("camera", 300, 700, 300), ("astronaut", 140, 1100, 40)],
+        ),
+        ((1280, 720), [("astronaut", 240, -60, 200), ("camera", 260, 1120, 460)]),  # faces at the border
+        ((640, 480), [("astronaut", 500, 70, -10)]),  # a close-up
+        ((640, 480), [("camera", 260, -80, -40), ("astronaut", 180, 480, 320)]),
+        ((1280, 720), [("astronaut", 180, 60 + 220 * i, 260 + 40 * (i % 2)) for i in range(5)]),
+        # a crowd: 12 faces from ~30 to ~100 px
+        (
+            (1280, 720),
+            [
+                (("astronaut", "camera")[i % 2], 80 + 16 * i, 20 + 210 * (i % 6), 40 + 330 * (i // 6))
+                for i in range(12)
+            ],
+        ),
+        (
+            (960, 540),
+            [
+                (("camera", "astronaut")[i % 2], 110 + 20 * i, 10 + 190 * (i % 5), 20 + 260 * (i // 5))
+                for i in range(10)
+            ],
+        ),
+    ]
+    for k, ((w, h), placed) in enumerate(layouts):
+        grad = np.linspace(40, 200, w, dtype=np.float32)[None, :, None]
+        noise = cv2.GaussianBlur(rng.normal(0, 25, (h, w, 3)).astype(np.float32), (0, 0), 3)
+        scene = np.clip(grad + noise + rng.uniform(-30, 30, 3), 0, 255).astype(np.uint8)
+        for name, side, x, y in placed:
+            tile = cv2.resize(faces[name], (side, side), interpolation=cv2.INTER_AREA)
+            x0, y0 = max(x, 0), max(y, 0)
+            x1, y1 = min(x + side, w), min(y + side, h)
+            scene[y0:y1, x0:x1] = tile[y0 - y : y1 - y, x0 - x : x1 - x]
+        out[f"scene{k}_{w}x{h}"] = scene
+    return out
+
+
+def data_url(image: np.ndarray) -> str:
+    ok, png = cv2.imencode(".png", image)  # lossless: the browser decodes the very pixels Python reads
+    assert ok
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()
+
+
+def compare(python_faces, browser_faces) -> list[dict]:
+    """Each Python face and its browser face (the best box overlap)."""
+    pairs = []
+    free = list(range(len(browser_faces)))
+    for face in python_faces:
+        overlaps = [iou(face.box, browser_faces[i]["box"]) for i in free]
+        best = free.pop(int(np.argmax(overlaps))) if overlaps else None
+        b = browser_faces[best] if best is not None else None
+        pairs.append(
+            {
+                "iou": max(overlaps) if overlaps else 0.0,
+                "same_label": b is not None and b["label"] == face.label,
+                "max_diff": max(abs(b["scores"][c] - p) for c, p in face.scores.items()) if b else 1.0,
+            }
+        )
+    return pairs
+
+
+@pytest.mark.parametrize("purpose", ["default", "fast"])
+def test_page_pipeline_matches_python_on_photos_and_scenes(playwright, site_dir, purpose):
+    recognizer = EmotionRecognizer.from_pretrained(purpose)
+    images = scenes()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET)
+    try:
+        with StaticServer(site_dir) as server:
+            _, page, errors = open_page(browser, server.url)
+            wait_ready(page)
+            page.evaluate("n => window.emo.chooseModel(n)", recognizer.source)
+            assert page.evaluate("window.emo.pipeline.classifier.meta.name") == recognizer.source
+            pairs, counts = [], []
+            for name, image in images.items():
+                browser_faces = page.evaluate("u => window.emo.predictUrl(u)", data_url(image))
+                python_faces = recognizer.predict(image)
+                counts.append((name, len(python_faces), len(browser_faces)))
+                pairs += compare(python_faces, browser_faces)
+            assert not errors
+    finally:
+        browser.close()
+    n = len(pairs)
+    labels = sum(p["same_label"] for p in pairs) / n
+    worst_iou = min(p["iou"] for p in pairs)
+    worst_diff = max(p["max_diff"] for p in pairs)
+    print(
+        f"\n{purpose}: {n} faces in {len(images)} images; IoU >= {worst_iou:.3f}, labels {labels:.1%}, "
+        f"probabilities within {worst_diff:.4f}",
+        file=sys.stderr,
+    )
+    assert n >= 40 and all(p == b for _, p, b in counts), counts  # the same faces found
+    assert worst_iou >= 0.9
+    assert labels >= 0.98
+    assert worst_diff <= 0.02
+
+
+# ---------------------------------------------------------------------------- real use
+def run_camera(page, seconds: float = 3.0) -> dict:
+    """Start the camera by a click (or a tap), let it run, and return the page's counters."""
+    page.locator("#start").click()
+    page.wait_for_function("window.emo.stats.frames >= 10 && window.emo.stats.faces >= 1", timeout=30_000)
+    time.sleep(seconds)
+    return page.evaluate("({...window.emo.stats})")
+
+
+def labelled_face(page) -> str:
+    items = page.locator("#faces li .title").all_inner_texts()
+    assert items, "no face listed"
+    return items[0]
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        pytest.param({"viewport": {"width": 1280, "height": 800}}, id="desktop"),
+        pytest.param(
+            {
+                "viewport": {"width": 390, "height": 844},
+                "is_mobile": True,
+                "has_touch": True,
+                "device_scale_factor": 2,
+            },
+            id="phone",
+        ),
+        pytest.param(
+            {
+                "viewport": {"width": 844, "height": 390},
+                "is_mobile": True,
+                "has_touch": True,
+                "device_scale_factor": 2,
+            },
+            id="phone-landscape",
+        ),
+    ],
+)
+def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
+    playwright, clip, artifacts, device, request
+):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
+    try:
+        with EmoServer() as server:
+            context, page, errors = open_page(browser, server.url, **device)
+            requests: list[tuple[float, str]] = []
+            context.on("request", lambda r: requests.append((time.monotonic(), r.url)))
+            wait_ready(page)
+            page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+            time.sleep(1.0)  # the worker's first caching of the page's files
+            loaded = time.monotonic()
+            stats = run_camera(page)
+            after = [url for t, url in requests if t > loaded and not url.startswith("data:")]
+            title = labelled_face(page)
+            text, is_error = status(page)
+            shot = artifacts / f"web-{request.node.callspec.id}.png"
+            page.screenshot(path=str(shot))
+            width = page.evaluate("document.documentElement.scrollWidth")
+            canvas = page.locator("#view").bounding_box()
+            assert not errors and not is_error, (errors, text)
+    finally:
+        browser.close()
+    classes = EmotionRecognizer.from_pretrained("default").class_names
+    assert after == [], f"requests after the page and its models loaded: {after}"
+    assert stats["frames"] >= 10 and stats["fps"] > 1
+    assert title.startswith("face #0: ") and title.split()[2] in classes  # one face, one id, a label
+    viewport = device["viewport"]["width"]
+    assert width <= viewport and canvas["width"] <= viewport  # no sideways scrolling on a phone
+    assert shot.stat().st_size > 10_000
+
+
+def test_export_web_works_from_a_static_server_and_offline_after_one_visit(playwright, clip, site_dir):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
+    try:
+        server = StaticServer(site_dir).__enter__()
+        context, page, errors = open_page(browser, server.url)
+        wait_ready(page)
+        assert page.get_attribute("#server-mode", "hidden") is not None  # no server mode on a static host
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        run_camera(page, 1.0)
+        labelled_face(page)
+        page.wait_for_function(
+            "navigator.serviceWorker.controller !== null || location.reload()", timeout=10_000
+        )
+        server.stop()  # the network is gone: nothing answers on that port any more
+        with pytest.raises(sync_api.Error, match="Failed to fetch"):
+            page.evaluate("fetch('/not-cached').then(r => r.status)")
+        page.reload()
+        wait_ready(page)
+        run_camera(page, 1.0)
+        title = labelled_face(page)
+        text, is_error = status(page)
+        assert not is_error and not errors, (text, errors)
+        assert page.evaluate("navigator.serviceWorker.controller !== null")
+    finally:
+        browser.close()
+    assert title.startswith("face #0: ")
+
+
+# ---------------------------------------------------------------------------- bad cases
+def test_bad_cases_are_told_in_plain_words(playwright, clip, site_dir):
+    with StaticServer(site_dir) as server:
+        # The camera permission denied: no automatic "allow" (headless chromium then refuses).
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=camera_flags(clip, grant=False)
+        )
+        try:
+            _, page, _ = open_page(browser, server.url)
+            wait_ready(page)
+            page.locator("#start").click()
+            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            assert status(page)[0].startswith("Camera permission was denied")
+        finally:
+            browser.close()
+        # No camera at all.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(None))
+        try:
+            _, page, _ = open_page(browser, server.url)
+            wait_ready(page)
+            page.locator("#start").click()
+            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            assert status(page)[0].startswith("No camera was found")
+            # A photo still works without one.
+            page.locator("#photo").set_input_files(str(sample_path("astronaut")))
+            page.wait_for_function("document.querySelectorAll('#faces li').length === 1")
+            assert not status(page)[1]
+        finally:
+            browser.close()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
+        try:
+            # A browser without WebAssembly SIMD (its feature test answers no).
+            context = browser.new_context()
+            context.add_init_script("WebAssembly.validate = () => false;")
+            page = context.new_page()
+            page.goto(server.url)
+            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            assert "lacks WebAssembly SIMD" in status(page)[0]
+            assert page.locator("#start").is_disabled()
+            # A model file that does not load.
+            context = browser.new_context()
+            context.route("**/models/*.onnx", lambda route: route.abort())
+            page = context.new_page()
+            page.goto(server.url)
+            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            assert status(page)[0].startswith("Could not load models/")
+            assert "reload the page" in status(page)[0]
+        finally:
+            browser.close()
