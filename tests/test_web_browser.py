@@ -262,6 +262,54 @@ def test_page_pipeline_matches_python_on_photos_and_scenes(playwright, site_dir,
     assert worst_diff <= 0.02
 
 
+def clip_frames() -> list[np.ndarray]:
+    """40 frames: the astronaut gliding, and the camera operator, who comes in at frame 15 and
+    leaves at frame 30 (a new id, then a lost track)."""
+    frames = moving_face_frames(40, side=300)
+    third = cv2.resize(cv2.imread(str(sample_path("camera"))), (200, 200), interpolation=cv2.INTER_AREA)
+    out = []
+    for i, frame in enumerate(frames):
+        frame = frame.copy()
+        if 15 <= i < 30:
+            frame[260:460, 420:620] = third
+        out.append(frame)
+    return out
+
+
+def test_page_live_loop_matches_python_realtime_ids_and_smoothing(playwright, site_dir):
+    from emo.inference.realtime import load_model, predict_faces
+    from emo.inference.video import FaceTracker, Smoother
+
+    config = webapp.web_config()
+    model = load_model("default", threads=1)
+    tracker, smoother = (
+        FaceTracker(model.detector, config["live"]["detect_every"]),
+        Smoother(config["live"]["smooth"]),
+    )
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET)
+    pairs, ids = [], []
+    try:
+        with StaticServer(site_dir) as server:
+            _, page, errors = open_page(browser, server.url)
+            wait_ready(page)
+            for frame in clip_frames():
+                grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                python_faces = smoother(predict_faces(model, grey, tracker(grey)))
+                browser_faces = page.evaluate("u => window.emo.liveUrl(u)", data_url(frame))
+                assert len(browser_faces) == len(python_faces)
+                pairs += compare(python_faces, browser_faces)
+                ids.append(([f.face_id for f in python_faces], [f["faceId"] for f in browser_faces]))
+            assert not errors
+    finally:
+        browser.close()
+    assert all(p == b for p, b in ids), ids
+    assert {i for p, _ in ids for i in p} == {0, 1}  # the second face got an id of its own
+    assert max(len(p) for p, _ in ids) == 2
+    assert min(p["iou"] for p in pairs) >= 0.9
+    assert sum(p["same_label"] for p in pairs) / len(pairs) >= 0.98
+    assert max(p["max_diff"] for p in pairs) <= 0.02
+
+
 # ---------------------------------------------------------------------------- real use
 def run_camera(page, seconds: float = 3.0) -> dict:
     """Start the camera by a click (or a tap), let it run, and return the page's counters."""

@@ -202,15 +202,18 @@ function stopCamera() {
 }
 
 // --------------------------------------------------------------------------------- photo
-async function photoFaces(bitmap, options = {}) {
+function bitmapGrey(bitmap) {
   if (bitmap.width * bitmap.height > MAX_PIXELS) {
     throw new Error(`the photo is ${bitmap.width}×${bitmap.height}, over ${MAX_PIXELS / 1e6} M pixels: use a smaller one`);
   }
   grab.width = bitmap.width;
   grab.height = bitmap.height;
   gctx.drawImage(bitmap, 0, 0);
-  const img = grey(gctx.getImageData(0, 0, bitmap.width, bitmap.height).data, bitmap.width, bitmap.height);
-  return pipe.predict(img, options);
+  return grey(gctx.getImageData(0, 0, bitmap.width, bitmap.height).data, bitmap.width, bitmap.height);
+}
+
+async function photoFaces(bitmap, options = {}) {
+  return pipe.predict(bitmapGrey(bitmap), options);
 }
 
 async function onPhoto(file) {
@@ -339,6 +342,11 @@ window.emo = {
   async predictUrl(url, options = {}) {
     const blob = await (await fetch(url)).blob();
     return photoFaces(await createImageBitmap(blob), options);
+  },
+  /** One live frame given by URL, as the camera loop runs it (tracking, no TTA, smoothing, ids). */
+  async liveUrl(url) {
+    const blob = await (await fetch(url)).blob();
+    return pipe.frame(bitmapGrey(await createImageBitmap(blob)));
   },
   chooseModel,
   startCamera,
