@@ -32,7 +32,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "analyze",
     ),
     "demo": ("emo.inference.demo", "main", "the default model on the bundled sample photos and video", ""),
-    "serve": ("emo.inference.serve", "cli", "the on-device page, the HTTP API and the live webcam page", "serve"),
+    "serve": (
+        "emo.inference.serve",
+        "cli",
+        "the on-device page, the HTTP API and the live webcam page",
+        "serve",
+    ),
     "export-web": (
         "emo.inference.webapp",
         "main",

@@ -482,7 +482,7 @@ def test_huge_images_are_refused_before_decoding(shape, detail):
 
 
 def test_page_docs_and_assets_are_served_without_a_cdn(client):
-    page = client.get("/")
+    page = client.get("/server")  # the server-side page (/ is the on-device one: tests/test_web.py)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assets = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
     assert sorted(assets) == ["static/app.js", "static/style.css"]

@@ -29,8 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from emo import __version__, weights
 from emo.errors import EmoError, exit_on_emo_error, prog
+from emo.inference.backends import model_metadata
 from emo.inference.detect import YUNET_ANYSIZE_PATH, YUNET_TOP_K, YuNetDetector
 from emo.inference.images import os_reason, shown
 from emo.inference.realtime import REALTIME_DETECTOR
@@ -82,10 +85,6 @@ def model_entry(purpose: str) -> dict[str, Any]:
     """config.json's entry for the bundled model a purpose (or name) picks: its file (the backend
     the index records: int8 where that keeps the fp32 file's accuracy) and what the file itself
     says of its classes, preprocessing and TTA."""
-    import onnxruntime as ort
-
-    from emo.inference.backends import model_metadata
-
     name = weights.resolve_name(purpose)
     path = weights.model_path(name, weights.recorded_backend(name))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
