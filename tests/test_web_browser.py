@@ -18,14 +18,15 @@ Screenshots go to ``$EMO_TEST_ARTIFACTS`` when set, else to the test's temporary
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import os
 import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -59,31 +60,47 @@ def camera_flags(clip: Path | None, grant: bool = True) -> list[str]:
     return flags
 
 
-class StaticServer:
-    """``python -m http.server`` on a folder, in a thread (a free port of 127.0.0.1)."""
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, folder: Path):
-        handler = functools.partial(QuietHandler, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+def wait_http(
+    url: str, proc: subprocess.Popen, timeout: float = 60, context: ssl.SSLContext | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited ({proc.returncode})"
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing answered {url} in {timeout:.0f} s")
+
+
+class StaticServer:
+    """``python -m http.server PORT -d FOLDER``, as the docs tell users to serve export-web's folder."""
+
+    def __init__(self, folder: Path, bind: str = "127.0.0.1", host: str = "127.0.0.1"):
+        self.port = free_port()
+        self.url = f"http://{host}:{self.port}/"
+        self.cmd = [sys.executable, "-m", "http.server", str(self.port), "--bind", bind, "-d", str(folder)]
 
     def __enter__(self):
-        self.thread.start()
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.url + "config.json", self.proc)
         return self
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.proc.terminate()
+        self.proc.wait(10)
 
     def __exit__(self, *exc):
-        if self.thread.is_alive():
+        if self.proc.poll() is None:
             self.stop()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 class EmoServer:
@@ -361,6 +378,11 @@ def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
             wait_ready(page)
             page.evaluate("navigator.serviceWorker.ready.then(() => true)")
             time.sleep(1.0)  # the worker's first caching of the page's files
+            cdp = context.new_cdp_session(page)
+            installable = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+            # Playwright's contexts are incognito windows, where chromium installs nothing
+            installable = [e for e in installable if e["errorId"] != "in-incognito"]
+            manifest = cdp.send("Page.getAppManifest")
             loaded = time.monotonic()
             stats = run_camera(page)
             after = [url for t, url in requests if t > loaded and not url.startswith("data:")]
@@ -375,6 +397,8 @@ def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
         browser.close()
     classes = EmotionRecognizer.from_pretrained("default").class_names
     assert after == [], f"requests after the page and its models loaded: {after}"
+    assert installable == [], installable  # an installable app (manifest, icons, service worker)
+    assert manifest["errors"] == [] and manifest["url"].endswith("/manifest.webmanifest")
     assert stats["frames"] >= 10 and stats["fps"] > 1
     assert title.startswith("face #0: ") and title.split()[2] in classes  # one face, one id, a label
     viewport = device["viewport"]["width"]
@@ -385,7 +409,7 @@ def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
 def test_export_web_works_from_a_static_server_and_offline_after_one_visit(playwright, clip, site_dir):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
     try:
-        server = StaticServer(site_dir).__enter__()
+        server = StaticServer(site_dir).__enter__()  # python -m http.server
         context, page, errors = open_page(browser, server.url)
         wait_ready(page)
         assert page.get_attribute("#server-mode", "hidden") is not None  # no server mode on a static host
@@ -407,6 +431,44 @@ def test_export_web_works_from_a_static_server_and_offline_after_one_visit(playw
         assert page.evaluate("navigator.serviceWorker.controller !== null")
     finally:
         browser.close()
+    assert title.startswith("face #0: ")
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl command")
+def test_serve_https_opens_the_camera_from_another_machine_s_address(playwright, clip, tmp_path):
+    """What a phone on the LAN does: open https://<this machine's address>:PORT/, accept the
+    self-signed certificate, use the camera (a secure origin)."""
+    from emo.inference.serve import lan_address
+
+    lan = lan_address()
+    if lan is None:
+        pytest.skip("no network address on this machine")
+    port = free_port()
+    env = {**os.environ, "EMO_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "emo.inference.serve", "--https", "--host", "0.0.0.0", "--port", str(port)]
+    cmd += ["--model", "fast", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    url = f"https://{lan}:{port}/"
+    try:
+        wait_http(url + "health", proc, timeout=120, context=insecure)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*camera_flags(clip), "--ignore-certificate-errors"]
+        )
+        try:
+            _, page, errors = open_page(browser, url, ignore_https_errors=True)
+            wait_ready(page)
+            assert page.evaluate("window.isSecureContext")
+            run_camera(page, 1.0)
+            title = labelled_face(page)
+            assert not errors and not status(page)[1]
+        finally:
+            browser.close()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert f"open https://{lan}:{port}/" in out and "self-signed certificate" in out
     assert title.startswith("face #0: ")
 
 
@@ -439,6 +501,24 @@ def test_bad_cases_are_told_in_plain_words(playwright, clip, site_dir):
             assert not status(page)[1]
         finally:
             browser.close()
+        # Plain http from another machine's address: not a secure origin, so no camera API at all.
+        from emo.inference.serve import lan_address
+
+        lan = lan_address()
+        if lan is not None:
+            with StaticServer(site_dir, bind="0.0.0.0", host=lan) as remote:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=camera_flags(clip)
+                )
+                try:
+                    _, page, _ = open_page(browser, remote.url)
+                    wait_ready(page)  # the models still run: photos work
+                    assert not page.evaluate("window.isSecureContext")
+                    page.locator("#start").click()
+                    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+                    assert status(page)[0].startswith("The camera needs a secure page")
+                finally:
+                    browser.close()
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
         try:
             # A browser without WebAssembly SIMD (its feature test answers no).
