@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from emo.inference import serve  # noqa: E402
+from emo.inference import serve, webapp  # noqa: E402
 from emo.samples import moving_face_frames, sample_path, write_y4m  # noqa: E402
 
 CHROMIUM = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -92,6 +92,8 @@ def test_page_shows_a_labelled_face_box_from_the_camera(tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url + "/server")  # the server-side page (/ is the on-device one)
             page.wait_for_function("classes.length > 0", timeout=30_000)  # /health answered
+            if not webapp.vendor_missing():  # the way back to the on-device page, where there is one
+                page.wait_for_function("!document.getElementById('device-mode').hidden", timeout=10_000)
             page.click("#camera")
             page.wait_for_selector("#faces li", timeout=60_000)
             page.wait_for_function("answered.length >= 2", timeout=60_000)  # a few frames round-tripped

@@ -217,6 +217,7 @@ def test_serve_lands_on_the_device_page_with_the_server_page_one_click_away(serv
         answer = client.get(url)
         assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind), url
     assert client.get("/sw.js").headers["cache-control"] == "no-cache"
+    assert client.head("/config.json").status_code == 200  # how the server-side page finds this one
     assert client.get("/health").json()["status"] == "ok"  # the API is still there
     assert "/config.json" not in client.get("/openapi.json").json()["paths"]
 
@@ -225,7 +226,7 @@ def test_serve_without_the_runtime_lands_on_the_server_page(serve, recognizer, m
     monkeypatch.setattr(webapp, "VENDOR_DIR", tmp_path)
     client = TestClient(serve.create_app(recognizer))
     assert "static/app.js" in client.get("/").text
-    assert client.get("/config.json").status_code == 404
+    assert client.get("/config.json").status_code == 404 and client.head("/config.json").status_code == 404
     assert "make web" in caplog.text
 
 
@@ -330,3 +331,15 @@ def test_pipeline_pixels_equal_opencv():
     for (w, h, data), want in zip(out["crops"], crop_faces(small, np.array(boxes))):
         np.testing.assert_array_equal(np.array(data, np.uint8).reshape(h, w), want)
     assert out["rounds"] == [round(v) for v in [0.5, 1.5, 2.5, -0.5, -1.5, 2.4999, 2.5001]]
+
+
+def test_serve_offers_the_served_model_first_on_the_device_page(serve):
+    from emo import EmotionRecognizer
+
+    def first(name):
+        return serve.page_models(EmotionRecognizer.from_pretrained(name))
+
+    assert first("default") == ["default", "fast"]
+    assert first("fast") == ["fast", "default"]
+    assert first("vgg_s_kd") == ["vgg_s_kd", "default", "fast"]
+    assert webapp.web_config(first("vgg_s_kd"))["models"][0]["name"] == "vgg_s_kd"

@@ -12,7 +12,7 @@ webcam page (FastAPI + uvicorn).
   the model's recorded TTA, ``flip`` for the bundled models):
   ``{"faces": [{"box": [x, y, w, h], "label", "scores": {class: p}}], "width", "height"}``.
 - ``WS /live?tta=``: binary JPEG/PNG frames in (faces searched for as ``emo.realtime`` does in
-  video: 80 px and up; without ``tta``: ``none``, for speed, as in ``emo.realtime``); each frame
+  video: from 40 px with YuNet, 80 px with Haar; without ``tta``: ``none``, for speed, as in ``emo.realtime``); each frame
   processed is answered with the same JSON plus ``frame`` (its number on this connection),
   ``dropped`` (frames overwritten so far) and ``ms``. Latest frame wins: a frame that arrives
   while the previous one is being classified replaces any frame still waiting, so a slow client
@@ -63,7 +63,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from emo import __version__
+from emo import __version__, weights
 from emo.errors import EmoError, exit_on_emo_error, prog
 from emo.inference.backends import BACKENDS
 from emo.inference.detect import DETECTORS, make_detector
@@ -528,7 +528,9 @@ def create_app(
         )
     else:
         for key, value in {"": web["index.html"], **web}.items():
-            app.add_api_route(f"/{key}", web_file(key, value), methods=["GET"], include_in_schema=False)
+            app.add_api_route(
+                f"/{key}", web_file(key, value), methods=["GET", "HEAD"], include_in_schema=False
+            )
 
     @app.get("/health", response_model=Health, responses=error_responses(403, 408))
     async def health() -> dict[str, Any]:
@@ -627,6 +629,16 @@ def create_app(
         )
     app.add_middleware(OriginCheck, allow=allow_origins)
     return app
+
+
+def page_models(recognizer: EmotionRecognizer) -> list[str]:
+    """The models the on-device page offers: the served one first where it is a bundled model
+    (``--model vgg_s_kd``), then the default and the fast one."""
+    source = recognizer.source
+    first = [p for p in WEB_MODELS if weights.resolve_name(p) == source]  # by its purpose's name
+    if not first and source in weights.available():
+        first = [source]
+    return list(dict.fromkeys([*first, *WEB_MODELS]))
 
 
 def web_file(key: str, value: Path | bytes) -> Any:
@@ -817,14 +829,18 @@ def cli(argv: list[str] | None = None) -> None:
     check_args(args)
     if MISSING:
         raise EmoError(f"emo-serve needs the serve extra ({MISSING} is missing): pip install 'emo[serve]'")
+    tls = ((args.certfile, args.keyfile) if args.certfile else self_signed()) if args.https else None
     recognizer = load_recognizer(args.model, args.backend, args.detector)
     recognizer.probs([np.zeros((48, 48), np.uint8)])  # warm up, so the first request is not the slow one
     max_upload = int(args.max_upload_mb * 2**20)
     app = create_app(
-        recognizer, max_upload=max_upload, max_pixels=args.max_pixels, allow_origins=args.allow_origin
+        recognizer,
+        max_upload=max_upload,
+        max_pixels=args.max_pixels,
+        allow_origins=args.allow_origin,
+        web_models=page_models(recognizer),
     )
     scheme = "https" if args.https else "http"
-    tls = ((args.certfile, args.keyfile) if args.certfile else self_signed()) if args.https else None
     where = f"{scheme}://{args.host}:{args.port}/" if args.port else f"a free port of {args.host} (below)"
     print(f"emo-serve: {recognizer!r} on {where} (API docs: /docs; server-side page: /server)", flush=True)
     if args.host in ("0.0.0.0", "::") and args.port:

@@ -193,3 +193,6 @@ fetch("health").then((r) => r.json()).then((h) => {
   classes = h.classes;
   $("model").textContent = `model ${h.model} (${h.backend}), ${h.classes.length} classes`;
 }).catch(() => status("The server does not answer /health.", true));
+// The on-device page is at / where this install has it (its config.json answers); otherwise / is
+// this page, and the link would lead back here.
+fetch("config.json", { method: "HEAD" }).then((r) => { $("device-mode").hidden = !r.ok; }).catch(() => {});

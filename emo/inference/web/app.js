@@ -251,11 +251,14 @@ async function chooseModel(name) {
   try {
     pipe = await loadPipe(name);
   } catch (err) {
-    fail(err instanceof ModelLoadError ? loadMessage(err) : String(err));
+    // The model in use stays (and the camera with it); the list shows it again.
+    status(err instanceof ModelLoadError ? loadMessage(err) : String(err), true);
+    if (pipe) $("model").value = pipe.classifier.meta.name;
     return;
   } finally {
     $("model").disabled = false;
   }
+  $("model").value = name;
   pipe.reset();
   status(running ? `Camera on, ${name}.` : `Ready: ${name}. Press Start camera, or choose a photo.`);
 }
@@ -267,7 +270,7 @@ function loadMessage(err) {
 async function init() {
   if (!wasmSimd()) {
     throw new Error(
-      "This browser cannot run emo's models: it lacks WebAssembly SIMD. Update it (Chrome or Edge 91+, Firefox 89+, Safari 16.4+), or use the server mode.",
+      "This browser cannot run emo's models: it lacks WebAssembly SIMD. Update it (Chrome or Edge 91+, Firefox 89+, Safari 16.4+), or open this page in another browser.",
     );
   }
   try {

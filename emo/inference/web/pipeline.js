@@ -1,7 +1,8 @@
 // emo's pipeline in the browser: the same steps, in the same arithmetic, as the Python runtime
 // (emo/inference/detect.py, preprocess.py, recognizer.py, video.py), so a face gets the same box
 // and the same probabilities on the device as from `EmotionRecognizer.predict`
-// (tests/test_web.py holds the two together on photos and generated scenes).
+// (tests/test_web_browser.py holds the two together on photos, generated scenes and a clip;
+// tests/test_web.py the pixel arithmetic against OpenCV's).
 //
 //   grey (cv2 BGR2GRAY) -> shrink (cv2 INTER_AREA) -> YuNet (onnxruntime-web) -> decode + NMS
 //   (cv2.FaceDetectorYN) -> square crops framed from the landmarks -> 48x48 (INTER_AREA) ->
@@ -34,11 +35,21 @@ function toU8(x) {
 export function grey(rgba, width, height) {
   const n = width * height;
   const out = new Uint8Array(n);
-  for (let i = 0, j = 0; i < n; i++, j += 4) {
-    out[i] = (rgba[j] * 9798 + rgba[j + 1] * 19235 + rgba[j + 2] * 3735 + 16384) >> 15;
+  if (rgba.byteOffset % 4 === 0 && LITTLE_ENDIAN) {
+    const px = new Uint32Array(rgba.buffer, rgba.byteOffset, n); // one read a pixel: R, G, B, A bytes
+    for (let i = 0; i < n; i++) {
+      const v = px[i];
+      out[i] = ((v & 255) * 9798 + ((v >>> 8) & 255) * 19235 + ((v >>> 16) & 255) * 3735 + 16384) >> 15;
+    }
+  } else {
+    for (let i = 0, j = 0; i < n; i++, j += 4) {
+      out[i] = (rgba[j] * 9798 + rgba[j + 1] * 19235 + rgba[j + 2] * 3735 + 16384) >> 15;
+    }
   }
   return { data: out, width, height };
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** The (width x height) part of a grey image at (x, y), copied; the caller keeps it inside. */
 export function region(img, x, y, width, height) {
@@ -53,7 +64,14 @@ export function region(img, x, y, width, height) {
 // OpenCV's resize tables for INTER_AREA when shrinking (computeResizeAreaTab): per output pixel,
 // the source pixels it covers and their weights (float32, as OpenCV stores them).
 function areaTable(ssize, dsize, scale) {
-  const tab = [];
+  const di = [];
+  const si = [];
+  const alpha = [];
+  const push = (d, src, a) => {
+    di.push(d);
+    si.push(src);
+    alpha.push(a);
+  };
   for (let dx = 0; dx < dsize; dx++) {
     const fsx1 = dx * scale;
     const fsx2 = fsx1 + scale;
@@ -62,36 +80,37 @@ function areaTable(ssize, dsize, scale) {
     let sx2 = Math.floor(fsx2);
     sx2 = Math.min(sx2, ssize - 1);
     sx1 = Math.min(sx1, sx2);
-    if (sx1 - fsx1 > 1e-3) tab.push([dx, sx1 - 1, f32((sx1 - fsx1) / cellWidth)]);
-    for (let sx = sx1; sx < sx2; sx++) tab.push([dx, sx, f32(1.0 / cellWidth)]);
-    if (fsx2 - sx2 > 1e-3) tab.push([dx, sx2, f32(Math.min(Math.min(fsx2 - sx2, 1), cellWidth) / cellWidth)]);
+    if (sx1 - fsx1 > 1e-3) push(dx, sx1 - 1, (sx1 - fsx1) / cellWidth);
+    for (let sx = sx1; sx < sx2; sx++) push(dx, sx, 1.0 / cellWidth);
+    if (fsx2 - sx2 > 1e-3) push(dx, sx2, Math.min(Math.min(fsx2 - sx2, 1), cellWidth) / cellWidth);
   }
-  return tab;
+  return { di: Int32Array.from(di), si: Int32Array.from(si), alpha: Float32Array.from(alpha), n: di.length };
 }
 
 function resizeAreaShrink(img, dw, dh, scaleX, scaleY) {
+  // Sums in float32, as OpenCV's (a Float32Array store rounds each sum of two float32 values
+  // exactly as a float32 add does; each product is rounded by fround).
   const { data, width: sw, height: sh } = img;
-  const xtab = areaTable(sw, dw, scaleX);
-  const ytab = areaTable(sh, dh, scaleY);
+  const xt = areaTable(sw, dw, scaleX);
+  const yt = areaTable(sh, dh, scaleY);
   const out = new Uint8Array(dw * dh);
   const buf = new Float32Array(dw);
   const sum = new Float32Array(dw);
-  let prev = ytab.length ? ytab[0][0] : 0;
-  const flush = (dy) => {
-    for (let dx = 0; dx < dw; dx++) out[dy * dw + dx] = toU8(sum[dx]);
-    sum.fill(0);
-  };
-  for (const [dy, sy, beta] of ytab) {
+  let prev = yt.n ? yt.di[0] : 0;
+  for (let j = 0; j < yt.n; j++) {
+    const dy = yt.di[j];
     if (dy !== prev) {
-      flush(prev);
+      for (let dx = 0; dx < dw; dx++) out[prev * dw + dx] = toU8(sum[dx]);
+      sum.fill(0);
       prev = dy;
     }
     buf.fill(0);
-    const row = sy * sw;
-    for (const [dx, sx, alpha] of xtab) buf[dx] = f32(buf[dx] + f32(alpha * data[row + sx]));
-    for (let dx = 0; dx < dw; dx++) sum[dx] = f32(sum[dx] + f32(beta * buf[dx]));
+    const row = yt.si[j] * sw;
+    for (let k = 0; k < xt.n; k++) buf[xt.di[k]] += f32(xt.alpha[k] * data[row + xt.si[k]]);
+    const beta = yt.alpha[j];
+    for (let dx = 0; dx < dw; dx++) sum[dx] += f32(beta * buf[dx]);
   }
-  if (ytab.length) flush(prev);
+  if (yt.n) for (let dx = 0; dx < dw; dx++) out[prev * dw + dx] = toU8(sum[dx]);
   return { data: out, width: dw, height: dh };
 }
 
@@ -398,6 +417,7 @@ export class Classifier {
 
   /** Probabilities (one Float32Array per crop); tta "none" or "flip" (the mirrored face too). */
   async probs(crops, tta = "none") {
+    if (tta !== "none" && tta !== "flip") throw new Error(`tta ${tta} is not supported here: use none or flip`);
     if (!crops.length) return [];
     const size = this.meta.preprocess.image_size;
     const n = crops.length;
