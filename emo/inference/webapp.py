@@ -172,6 +172,14 @@ def site(models: Sequence[str] = WEB_MODELS, server: bool = False) -> dict[str, 
 
 
 def _file_digest(path: Path) -> bytes:
+    stat = path.stat()
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """A file's sha256, read once per process while its size and time stay the same (every
+    ``emo serve`` app, every test's, names its cache after the page's 17 MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
