@@ -36,7 +36,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from realtime import median_ms  # benchmarks/realtime.py: the same timer as the real-time table
 
 SIZE = (640, 480)
 CAMERA_FPS = 30
@@ -174,17 +174,6 @@ async def browser_rows(
 
 
 # ----------------------------------------------------------------------------- the Python side
-def median_ms(fn, n: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def python_row(name: str, frames: list[np.ndarray], n_frames: int, repeat: int) -> dict:
     """The real-time loop's frames/s over ``n_frames`` frames (``frames`` in a loop), and the
     per-face model time on one crop of the first frame."""

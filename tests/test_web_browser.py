@@ -24,7 +24,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -37,6 +36,7 @@ from emo import EmotionRecognizer
 from emo.inference import webapp
 from emo.inference.video import iou
 from emo.samples import moving_face_frames, sample_path, write_y4m
+from tests.helpers import ServerThread
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("EMO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,6 +47,8 @@ pytestmark = [
         bool(webapp.vendor_missing()), reason="onnxruntime-web is not installed here: make web"
     ),
 ]
+#: A phone in chromium's emulation: touch, a mobile viewport, a 2x screen.
+PHONE = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 #: Chromium as a test machine runs it: no background traffic, no first-run UI.
 QUIET = ["--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -103,31 +105,11 @@ class StaticServer:
             self.stop()
 
 
-class EmoServer:
+def emo_server() -> ServerThread:
     """``emo serve``'s app under uvicorn with its own settings, in a thread."""
+    from emo.inference import serve
 
-    def __init__(self):
-        uvicorn = pytest.importorskip("uvicorn")
-        from emo.inference import serve
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        app = serve.create_app(EmotionRecognizer.from_pretrained("fast"))
-        self.server = uvicorn.Server(serve.server_config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "emo serve did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
+    return ServerThread(serve.create_app(EmotionRecognizer.from_pretrained("fast")))
 
 
 @pytest.fixture(scope="module")
@@ -346,24 +328,8 @@ def labelled_face(page) -> str:
     "device",
     [
         pytest.param({"viewport": {"width": 1280, "height": 800}}, id="desktop"),
-        pytest.param(
-            {
-                "viewport": {"width": 390, "height": 844},
-                "is_mobile": True,
-                "has_touch": True,
-                "device_scale_factor": 2,
-            },
-            id="phone",
-        ),
-        pytest.param(
-            {
-                "viewport": {"width": 844, "height": 390},
-                "is_mobile": True,
-                "has_touch": True,
-                "device_scale_factor": 2,
-            },
-            id="phone-landscape",
-        ),
+        pytest.param({"viewport": {"width": 390, "height": 844}, **PHONE}, id="phone"),
+        pytest.param({"viewport": {"width": 844, "height": 390}, **PHONE}, id="phone-landscape"),
     ],
 )
 def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
@@ -371,8 +337,8 @@ def test_serve_landing_page_labels_the_camera_faces_with_no_request_after_load(
 ):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(clip))
     try:
-        with EmoServer() as server:
-            context, page, errors = open_page(browser, server.url, **device)
+        with emo_server() as server:
+            context, page, errors = open_page(browser, server.url + "/", **device)
             requests: list[tuple[float, str]] = []
             context.on("request", lambda r: requests.append((time.monotonic(), r.url)))
             wait_ready(page)
