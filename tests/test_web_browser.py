@@ -439,49 +439,46 @@ def test_serve_https_opens_the_camera_from_another_machine_s_address(playwright,
 
 
 # ---------------------------------------------------------------------------- bad cases
+def camera_refusal(playwright, url: str, flags: list[str]):
+    """Open the page in a chromium started with ``flags``, press Start camera, and return the
+    page (its browser still open) once it shows an error."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    _, page, _ = open_page(browser, url)
+    wait_ready(page)  # the models run whatever the camera does: photos work
+    page.locator("#start").click()
+    page.wait_for_function(SHOWS_ERROR)
+    return browser, page
+
+
+SHOWS_ERROR = "document.querySelector('#status').classList.contains('error')"
+
+
 def test_bad_cases_are_told_in_plain_words(playwright, clip, site_dir):
+    from emo.inference.serve import lan_address
+
     with StaticServer(site_dir) as server:
         # The camera permission denied: no automatic "allow" (headless chromium then refuses).
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=camera_flags(clip, grant=False)
-        )
+        browser, page = camera_refusal(playwright, server.url, camera_flags(clip, grant=False))
         try:
-            _, page, _ = open_page(browser, server.url)
-            wait_ready(page)
-            page.locator("#start").click()
-            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
             assert status(page)[0].startswith("Camera permission was denied")
         finally:
             browser.close()
-        # No camera at all.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=camera_flags(None))
+        # No camera at all; a photo still works without one.
+        browser, page = camera_refusal(playwright, server.url, camera_flags(None))
         try:
-            _, page, _ = open_page(browser, server.url)
-            wait_ready(page)
-            page.locator("#start").click()
-            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
             assert status(page)[0].startswith("No camera was found")
-            # A photo still works without one.
             page.locator("#photo").set_input_files(str(sample_path("astronaut")))
             page.wait_for_function("document.querySelectorAll('#faces li').length === 1")
             assert not status(page)[1]
         finally:
             browser.close()
         # Plain http from another machine's address: not a secure origin, so no camera API at all.
-        from emo.inference.serve import lan_address
-
         lan = lan_address()
         if lan is not None:
             with StaticServer(site_dir, bind="0.0.0.0", host=lan) as remote:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=camera_flags(clip)
-                )
+                browser, page = camera_refusal(playwright, remote.url, camera_flags(clip))
                 try:
-                    _, page, _ = open_page(browser, remote.url)
-                    wait_ready(page)  # the models still run: photos work
                     assert not page.evaluate("window.isSecureContext")
-                    page.locator("#start").click()
-                    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
                     assert status(page)[0].startswith("The camera needs a secure page")
                 finally:
                     browser.close()
@@ -492,7 +489,7 @@ def test_bad_cases_are_told_in_plain_words(playwright, clip, site_dir):
             context.add_init_script("WebAssembly.validate = () => false;")
             page = context.new_page()
             page.goto(server.url)
-            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            page.wait_for_function(SHOWS_ERROR)
             assert "lacks WebAssembly SIMD" in status(page)[0]
             assert page.locator("#start").is_disabled()
             # A model file that does not load.
@@ -500,7 +497,7 @@ def test_bad_cases_are_told_in_plain_words(playwright, clip, site_dir):
             context.route("**/models/*.onnx", lambda route: route.abort())
             page = context.new_page()
             page.goto(server.url)
-            page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+            page.wait_for_function(SHOWS_ERROR)
             assert status(page)[0].startswith("Could not load models/")
             assert "reload the page" in status(page)[0]
         finally:
