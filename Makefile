@@ -30,13 +30,8 @@ $(STAMP):
 # onnxruntime-web for the on-device page (emo/inference/web/vendor/, git-ignored): npm ci at the
 # version web/package-lock.json pins, then its WebAssembly build and licence copied into the package.
 WEB_VENDOR := emo/inference/web/vendor
-ORT_DIST := web/node_modules/onnxruntime-web/dist
-$(WEB_VENDOR)/.installed-$(shell sha1sum web/package-lock.json | cut -c1-12): web/package-lock.json web/LICENSE-onnxruntime-web.txt
-	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	@rm -rf $(WEB_VENDOR) && mkdir -p $(WEB_VENDOR)
-	cp $(ORT_DIST)/ort.wasm.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm $(WEB_VENDOR)/
-	cp web/LICENSE-onnxruntime-web.txt $(WEB_VENDOR)/LICENSE
-	@touch $@
+$(WEB_VENDOR)/.installed-$(shell sha1sum web/package-lock.json | cut -c1-12): web/package-lock.json web/LICENSE-onnxruntime-web.txt web/vendor.py
+	python3 web/vendor.py
 
 web: $(WEB_VENDOR)/.installed-$(shell sha1sum web/package-lock.json | cut -c1-12) ## onnxruntime-web for the on-device page (npm ci in web/, copied into emo/inference/web/vendor/)
 
@@ -136,8 +131,8 @@ docs-tables: $(STAMP) ## rewrite the models tables of README.md and MODEL_CARD.m
 	$(PY) scripts/doc_tables.py
 
 lint: $(STAMP) ## check formatting, lint and the import layers without changing files
-	$(VENV)/bin/ruff format --check emo tests benchmarks scripts research notebooks docs/hooks.py
-	$(VENV)/bin/ruff check emo tests benchmarks scripts research notebooks docs/hooks.py
+	$(VENV)/bin/ruff format --check emo tests benchmarks scripts research notebooks docs/hooks.py web/vendor.py web/build_backend.py
+	$(VENV)/bin/ruff check emo tests benchmarks scripts research notebooks docs/hooks.py web/vendor.py web/build_backend.py
 	$(VENV)/bin/lint-imports
 
 clean: ## delete caches (not outputs/ or the venv)

@@ -343,3 +343,16 @@ def test_serve_offers_the_served_model_first_on_the_device_page(serve):
     assert first("fast") == ["fast", "default"]
     assert first("vgg_s_kd") == ["vgg_s_kd", "default", "fast"]
     assert webapp.web_config(first("vgg_s_kd"))["models"][0]["name"] == "vgg_s_kd"
+
+
+def test_vendoring_without_npm_says_why_in_one_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vendor", Path(__file__).parents[1] / "web" / "vendor.py")
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    assert vendor.FILES + ("LICENSE",) == webapp.VENDOR_FILES  # one list of files, both sides
+    monkeypatch.setattr(vendor, "VENDOR", tmp_path / "vendor")
+    monkeypatch.setattr(vendor.shutil, "which", lambda name: None)
+    assert vendor.vendor() == "npm is not installed: install Node.js and npm, then run make web"
+    assert not (tmp_path / "vendor").exists()
