@@ -113,8 +113,14 @@ async function step(id) {
   if (!running || id !== loopId) return;
   if (video.readyState >= 2 && video.videoWidth) {
     const t0 = performance.now();
-    const img = frameSource();
-    const faces = await pipe.frame(img);
+    let faces;
+    try {
+      faces = await pipe.frame(frameSource());
+    } catch (err) {
+      stopCamera();
+      fail(`The models stopped on a frame (${err.message || err}). Reload the page to start again.`);
+      return;
+    }
     if (!running || id !== loopId) return;
     draw(grab, faces);
     listFaces(faces);
